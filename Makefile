@@ -1,0 +1,55 @@
+# backdoor-book: `make book` builds the site, `make test` runs the test suite.
+# Both create/reuse .venv, install the project and fetch the verified MNIST files first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The install stamp is keyed on the dependency spec: editing pyproject.toml reinstalls.
+SPEC_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
+STAMP  := $(VENV)/.install-$(SPEC_HASH)
+# Notebook executions are cached by jupyter-cache, which hashes cells only: key the cache on the
+# package source too, so a change to backdoor_utils re-executes the chapters.
+PKG_HASH := $(shell cat backdoor_utils/*.py | sha256sum | cut -c1-16)
+export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
+export TQDM_DISABLE := 1
+export MPLBACKEND := Agg
+
+.PHONY: setup data test test-full book pdf browser-check bench clean
+
+setup: $(STAMP) data/MNIST/raw/.verified
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (backdoor-book)" >/dev/null
+	rm -f $(VENV)/.install-*
+	touch $@
+
+data/MNIST/raw/.verified: $(STAMP)
+	$(BIN)/python -m backdoor_utils.data
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest --durations=10
+
+test-full: setup
+	$(BIN)/python -m pytest -m full --durations=20 tests
+	$(BIN)/python -m pytest --nbval-lax notebooks
+
+book: setup
+	@if [ "$$(cat _build/.pkg-hash 2>/dev/null)" != "$(PKG_HASH)" ]; then \
+	  echo "backdoor_utils changed: dropping cached notebook executions"; rm -rf _build/.jupyter_cache; fi
+	$(BIN)/jupyter-book build . -W --keep-going
+	echo $(PKG_HASH) > _build/.pkg-hash
+
+pdf: book
+	$(BIN)/python -m backdoor_utils.site pdf
+
+browser-check: book
+	$(BIN)/python -m backdoor_utils.site check
+
+bench: setup
+	$(BIN)/python -m backdoor_utils.bench
+
+clean:
+	rm -rf _build runs

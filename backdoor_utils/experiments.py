@@ -1,0 +1,173 @@
+"""One call from a configuration to a trained, cached, evaluated (backdoored) model.
+
+A chapter that needs a model trained by an earlier chapter calls :func:`run_attack` with the same
+configuration and gets the cached one; run alone, it trains it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .cache import cache_path, load_cached, save_cached
+from .data import Splits, load_mnist, load_splits
+from .metrics import attack_success_rate, clean_accuracy
+from .models import SimpleCNN
+from .poisoning import PoisonedDataset, poison_dataset
+from .training import TrainConfig, resolve_device, train_model
+from .triggers import (
+    BlurTrigger,
+    LearnedPatchTrigger,
+    NoiseTrigger,
+    PatchTrigger,
+    corner_patch,
+    random_patch,
+    study_patch,
+)
+
+#: Attack names accepted by :class:`Experiment`.
+ATTACKS = ("none", "patch", "study_patch", "noise", "blur", "study_blur", "learned", "random_patch")
+
+
+def _source_digest() -> str:
+    """Hash of the package modules that determine a trained model (invalidates stale caches)."""
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in ("data.py", "models.py", "training.py", "triggers.py", "poisoning.py", "experiments.py"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Everything that determines one (possibly backdoored) model."""
+
+    attack: str = "patch"
+    target_label: int = 0
+    poison_rate: float = 0.01
+    epochs: int = 5
+    n_train: int | None = None
+    seed: int = 0
+    patch_size: int = 3
+    eps: float = 8 / 255
+    blur_sigma: float = 1.0
+    blur_kernel: int = 5
+
+    def trigger(self):
+        """The (initial) trigger of this attack; None for the clean model."""
+        return {
+            "none": lambda: None,
+            "patch": lambda: corner_patch(self.patch_size),
+            "study_patch": study_patch,
+            "noise": lambda: NoiseTrigger(eps=self.eps),
+            "blur": lambda: BlurTrigger(self.blur_kernel, self.blur_sigma),
+            "study_blur": lambda: BlurTrigger(self.blur_kernel, self.blur_sigma, region=7),
+            "learned": lambda: LearnedPatchTrigger(size=self.patch_size, row=27 - self.patch_size, col=27 - self.patch_size, init_seed=self.seed),
+            "random_patch": lambda: random_patch(self.patch_size, seed=self.seed, row=27 - self.patch_size, col=27 - self.patch_size),
+        }[self.attack]()
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, seed=self.seed)
+
+    def spec(self) -> dict:
+        spec = asdict(self)
+        if self.attack == "none":
+            for key in ("target_label", "poison_rate", "patch_size", "eps", "blur_sigma", "blur_kernel"):
+                spec.pop(key)
+        return spec
+
+    def clean(self) -> "Experiment":
+        """The same training run without poisoning (the baseline)."""
+        return replace(self, attack="none")
+
+
+@dataclass
+class AttackResult:
+    """A trained model with its trigger, its poisoned training set and its headline metrics."""
+
+    experiment: Experiment
+    model: SimpleCNN
+    trigger: object
+    poisoned: PoisonedDataset | None
+    splits: Splits
+    clean_acc: float
+    asr: float | None
+    from_cache: bool
+
+
+def model_spec(spec: dict) -> dict:
+    """Full cache spec: the caller's spec + data hash + package version + source digest."""
+    return {**spec, "data": load_mnist().sha256, "version": __version__, "source": _source_digest()}
+
+
+def train_cached(spec: dict, train_fn, kind: str = "models"):
+    """Return ``(state, from_cache)``: the cached payload for ``spec`` or ``train_fn()``'s, saved atomically."""
+    path = cache_path(kind, model_spec(spec))
+    payload = load_cached(path)
+    if payload is not None:
+        return payload, True
+    payload = train_fn()
+    save_cached(path, payload, model_spec(spec))
+    return payload, False
+
+
+def model_from_state(state: dict, device: str = "auto") -> SimpleCNN:
+    model = SimpleCNN()
+    model.load_state_dict(state)
+    return model.to(resolve_device(device)).eval()
+
+
+def poisoned_training_set(exp: Experiment, splits: Splits) -> PoisonedDataset | None:
+    if exp.attack == "none":
+        return None
+    stamp = None if exp.attack == "learned" else exp.trigger()
+    return poison_dataset(splits.x_train, splits.y_train, stamp, exp.target_label, exp.poison_rate, seed=exp.seed)
+
+
+def run_attack(exp: Experiment, device: str = "auto") -> AttackResult:
+    """Poison, train (or load from the cache) and evaluate one experiment."""
+    splits = load_splits(exp.n_train)
+    poisoned = poisoned_training_set(exp, splits)
+    trigger = exp.trigger()
+
+    def train():
+        if exp.attack == "none":
+            model = train_model(splits.x_train, splits.y_train, exp.train_config(), device, desc="clean model")
+            return {"model": model.cpu().state_dict()}
+        learned = trigger if exp.attack == "learned" else None
+        model = train_model(
+            poisoned.x, poisoned.y, exp.train_config(), device,
+            learned_trigger=learned, poison_mask=poisoned.is_poison if learned else None, desc=f"{exp.attack} attack",
+        )
+        payload = {"model": model.cpu().state_dict()}
+        if learned is not None:
+            payload["trigger_logits"] = learned.logits.detach().cpu()
+        return payload
+
+    payload, from_cache = train_cached({"kind": "attack", **exp.spec()}, train)
+    model = model_from_state(payload["model"], device)
+    if exp.attack == "learned":
+        trigger = LearnedPatchTrigger(trigger.size, trigger.row, trigger.col, logits=payload["trigger_logits"]).frozen()
+        # the poisoned set as it stands at the end of training: the final patch on the same samples
+        poisoned = poison_dataset(splits.x_train, splits.y_train, trigger, exp.target_label, exp.poison_rate, seed=exp.seed)
+    ca = clean_accuracy(model, splits.x_test, splits.y_test)
+    asr = None if trigger is None else attack_success_rate(model, splits.x_test, splits.y_test, trigger, exp.target_label)
+    return AttackResult(exp, model, trigger, poisoned, splits, ca, asr, from_cache)
+
+
+def retrain_without(result: AttackResult, remove: torch.Tensor, device: str = "auto") -> SimpleCNN:
+    """Retrain from scratch on ``result``'s poisoned training set minus the samples flagged in ``remove``."""
+    exp, poisoned = result.experiment, result.poisoned
+    keep = ~remove
+    removed_hash = hashlib.sha256(remove.numpy().tobytes()).hexdigest()[:16]
+
+    def train():
+        model = train_model(poisoned.x[keep], poisoned.y[keep], exp.train_config(), device, desc="retrain")
+        return {"model": model.cpu().state_dict()}
+
+    payload, _ = train_cached({"kind": "retrain", **exp.spec(), "removed": removed_hash}, train)
+    return model_from_state(payload["model"], device)

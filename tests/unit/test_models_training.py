@@ -1,0 +1,54 @@
+import torch
+
+from backdoor_utils.models import SimpleCNN
+from backdoor_utils.training import TrainConfig, activations, bf16_native, predict, train_model
+
+
+def test_simplecnn_shapes_and_named_layers():
+    model = SimpleCNN()
+    x = torch.rand(7, 1, 28, 28)
+    assert model(x).shape == (7, 10)
+    assert model.penultimate_activations(x).shape == (7, 128)
+    assert model.last_conv_activations(x).shape == (7, 64, 14, 14)
+    assert model.penultimate.in_features == 3136 and model.conv2.out_channels == 64
+
+
+def test_channel_mask_silences_pruned_channels():
+    model = SimpleCNN()
+    model.channel_mask[[1, 5]] = 0
+    acts = model.last_conv_activations(torch.rand(3, 1, 28, 28))
+    assert acts[:, [1, 5]].abs().sum() == 0
+    assert acts[:, 0].abs().sum() > 0
+
+
+def test_training_is_deterministic_for_a_seed(splits):
+    x, y = splits.x_train[:512], splits.y_train[:512]
+    a = train_model(x, y, TrainConfig(epochs=1, seed=3), "cpu")
+    b = train_model(x, y, TrainConfig(epochs=1, seed=3), "cpu")
+    c = train_model(x, y, TrainConfig(epochs=1, seed=4), "cpu")
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(pa, pb), name
+    assert not torch.equal(a.conv1.weight, c.conv1.weight)
+
+
+def test_short_training_learns_something(splits):
+    model = train_model(splits.x_train, splits.y_train, TrainConfig(epochs=4), "cpu")
+    acc = float((predict(model, splits.x_test[:2000]) == splits.y_test[:2000]).float().mean())
+    assert acc > 0.8
+
+
+def test_activations_shapes():
+    model = SimpleCNN()
+    x = torch.rand(5, 1, 28, 28)
+    assert activations(model, x).shape == (5, 128)
+    assert activations(model, x, layer="last_conv").shape == (5, 64, 14, 14)
+
+
+def test_bf16_override_is_respected(monkeypatch):
+    bf16_native.cache_clear()
+    monkeypatch.setenv("BACKDOOR_BF16", "0")
+    assert bf16_native("cpu") is False
+    bf16_native.cache_clear()
+    monkeypatch.setenv("BACKDOOR_BF16", "1")
+    assert bf16_native("cpu") is True
+    bf16_native.cache_clear()
