@@ -66,12 +66,12 @@ def pruned(model: SimpleCNN, channels: torch.Tensor) -> SimpleCNN:
     return out
 
 
-def pruning_curve(model: SimpleCNN, ranking: torch.Tensor, evaluate) -> list[dict]:
-    """``evaluate(pruned_model) -> dict`` for 0..63 channels pruned in ``ranking`` order."""
-    rows = []
-    for n in tqdm(range(len(ranking)), desc="pruning", leave=False):
-        rows.append({"channels_pruned": n, **evaluate(pruned(model, ranking[:n]))})
-    return rows
+def pruning_curve(model: SimpleCNN, ranking: torch.Tensor, evaluate, counts=None) -> list[dict]:
+    """``evaluate(pruned_model) -> dict`` after pruning the first n channels of ``ranking``, for each
+    n in ``counts`` (default 0..63)."""
+    counts = range(len(ranking)) if counts is None else counts
+    return [{"channels_pruned": n, **evaluate(pruned(model, ranking[:n]))}
+            for n in tqdm(counts, desc="pruning", leave=False)]
 
 
 def choose_prune_count(val_accuracies: list[float], max_val_drop: float) -> int:
@@ -176,3 +176,20 @@ def unlearn(model: SimpleCNN, data: DefenderData, reversed_trigger: ReversedTrig
     x[stamp] = reversed_trigger.apply(x[stamp])
     return train_model(x, data.y_tune, TrainConfig(epochs=epochs, max_lr=max_lr, seed=seed), device,
                        model=copy.deepcopy(model), desc="unlearning")
+
+
+def neural_cleanse(model: SimpleCNN, x_clean: torch.Tensor, steps: int = 300, seed: int = 0) -> list[ReversedTrigger]:
+    """Reverse-engineer the smallest trigger of every class (Wang et al. 2019)."""
+    return [reverse_engineer_trigger(model, x_clean, label, steps=steps, seed=seed)
+            for label in tqdm(range(10), desc="neural cleanse", leave=False)]
+
+
+def pack_reversed(triggers: list[ReversedTrigger]) -> dict:
+    """Tensors only, so the result can be cached and loaded with ``weights_only=True``."""
+    return {"masks": torch.stack([t.mask for t in triggers]), "patterns": torch.stack([t.pattern for t in triggers]),
+            "l1": torch.tensor([t.l1 for t in triggers]), "attack_rate": torch.tensor([t.attack_rate for t in triggers])}
+
+
+def unpack_reversed(payload: dict) -> list[ReversedTrigger]:
+    return [ReversedTrigger(i, payload["masks"][i], payload["patterns"][i], float(payload["l1"][i]),
+                            float(payload["attack_rate"][i])) for i in range(len(payload["l1"]))]

@@ -131,3 +131,29 @@ def exclusionary_reclassification(
         table.append({"label": label, "cluster": cluster, "size": len(idx), "agreement": agreement,
                       "top_other_class": int(counts.argmax()), "flagged": poisoned})
     return Reclassification(torch.from_numpy(flags), table)
+
+
+@dataclass
+class Detection:
+    """Result of :func:`detect_poison`."""
+
+    clusterings: list
+    reclassification: Reclassification
+
+    @property
+    def flags(self) -> torch.Tensor:
+        return self.reclassification.flags
+
+
+def detect_poison(model, x: torch.Tensor, y: torch.Tensor, max_clusters: int = 5, n_components: int = 10,
+                  reduction: str = "ica", seed: int = 0, reclassify_epochs: int = 2, device: str = "auto") -> Detection:
+    """Activation clustering with k chosen by silhouette, decided by exclusionary reclassification.
+
+    Uses only the model, the training images and their (possibly poisoned) labels.
+    """
+    from .training import activations
+
+    clusterings = cluster_activations(activations(model, x), y, k="silhouette", max_clusters=max_clusters,
+                                      n_components=n_components, reduction=reduction, seed=seed)
+    return Detection(clusterings, exclusionary_reclassification(clusterings, x, y, epochs=reclassify_epochs,
+                                                                seed=seed, device=device))

@@ -37,7 +37,7 @@ def _source_digest() -> str:
     """Hash of the package modules that determine a trained model (invalidates stale caches)."""
     here = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for name in ("data.py", "models.py", "training.py", "triggers.py", "poisoning.py", "experiments.py"):
+    for name in ("data.py", "models.py", "training.py", "triggers.py", "poisoning.py"):
         digest.update((here / name).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -171,3 +171,33 @@ def retrain_without(result: AttackResult, remove: torch.Tensor, device: str = "a
 
     payload, _ = train_cached({"kind": "retrain", **exp.spec(), "removed": removed_hash}, train)
     return model_from_state(payload["model"], device)
+
+
+def summary(result: AttackResult) -> dict:
+    """One table row: the experiment's knobs that vary plus clean accuracy and ASR."""
+    exp = result.experiment
+    n_poison = 0 if result.poisoned is None else result.poisoned.n_poison
+    return {"attack": exp.attack, "poison_rate": exp.poison_rate if exp.attack != "none" else 0.0,
+            "n_poison": n_poison, "seed": exp.seed, "clean_acc": result.clean_acc, "asr": result.asr}
+
+
+def sweep(exp: Experiment, field: str, values, device: str = "auto"):
+    """Run ``exp`` once per value of ``field`` (cached); return (results, pandas DataFrame)."""
+    import pandas as pd
+
+    results = [run_attack(replace(exp, **{field: value}), device) for value in values]
+    table = pd.DataFrame([{field: v, **summary(r)} for v, r in zip(values, results)])
+    return results, table.loc[:, ~table.columns.duplicated()]
+
+
+def reversed_triggers(result: AttackResult, x_clean: torch.Tensor, steps: int = 300):
+    """Neural Cleanse's reversed trigger for every class of ``result``'s model (cached)."""
+    from .defenses import neural_cleanse, pack_reversed, unpack_reversed
+
+    x_hash = hashlib.sha256(x_clean.numpy().tobytes()).hexdigest()[:16]
+    defenses_source = hashlib.sha256((Path(__file__).parent / "defenses.py").read_bytes()).hexdigest()[:16]
+    spec = {"kind": "neural_cleanse", **result.experiment.spec(), "steps": steps, "clean_data": x_hash,
+            "defenses_source": defenses_source}
+    payload, _ = train_cached(spec, lambda: pack_reversed(neural_cleanse(result.model, x_clean, steps, result.experiment.seed)),
+                              kind="neural_cleanse")
+    return unpack_reversed(payload)

@@ -98,8 +98,8 @@ RULES = {
 }
 
 
-def validate_parameters(**params) -> dict:
-    """Check every parameter against its rule; return them unchanged.
+def validate_parameters(**params) -> None:
+    """Check every parameter against its rule.
 
     Raises ``ValueError`` for an unknown name (listing the known ones) or an invalid value.
     """
@@ -107,4 +107,3 @@ def validate_parameters(**params) -> dict:
         if name not in RULES:
             raise ValueError(f"{name}: unknown parameter; known parameters are {', '.join(sorted(RULES))}")
         RULES[name](name, value)
-    return params

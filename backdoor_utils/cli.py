@@ -1,0 +1,260 @@
+"""Rerun chapters with other parameters, one at a time or as a grid (papermill).
+
+    python -m backdoor_utils run notebooks/01_pixel_trigger.ipynb -p poison_rate 0.005 -p seed 3
+    python -m backdoor_utils sweep notebooks/01_pixel_trigger.ipynb -g poison_rate 0.001,0.01,0.1 -g seed 0,1,2 --workers 2
+
+Parameter names are checked against the notebook's own ``parameters`` cell and values by the same
+validation the notebook runs, before anything executes. Outputs land in ``runs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import io
+import itertools
+import json
+import os
+import re
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .cache import atomic_write_bytes, atomic_write_text
+from .notebooks import HEADLINE_METRICS, error_outputs, glued_values
+from .params import validate_parameters
+
+RUNS = Path(os.environ.get("BACKDOOR_RUNS", "runs"))
+
+
+class UsageError(ValueError):
+    """A command-line mistake, reported without a traceback."""
+
+
+def parse_value(text: str):
+    """Python literal if it parses (0.1, 3, None, [1, 2], 'x'), else the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def notebook_parameters(notebook: Path) -> dict:
+    """The names and defaults declared in the notebook's ``parameters`` cell."""
+    import papermill
+
+    return papermill.inspect_notebook(str(notebook))
+
+
+def check_parameters(notebook: Path, params: dict) -> None:
+    """Unknown names (papermill would only warn) and invalid values raise :class:`UsageError`."""
+    declared = notebook_parameters(notebook)
+    unknown = [name for name in params if name not in declared]
+    if unknown:
+        raise UsageError(f"{', '.join(unknown)}: not a parameter of {notebook.name}; valid parameters: {', '.join(declared)}")
+    try:
+        validate_parameters(**params)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def run_slug(params: dict) -> str:
+    """File-name-safe, readable name of a parameter set ("defaults" when empty)."""
+    if not params:
+        return "defaults"
+    parts = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted(params.items())]
+    return re.sub(r"[^A-Za-z0-9_.=,+-]+", "", "_".join(parts).replace(" ", ""))[:180]
+
+
+def _banner_cell(notebook: Path, params: dict):
+    import nbformat
+
+    listed = ", ".join(f"`{k} = {v!r}`" for k, v in params.items()) or "the defaults"
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cell = nbformat.v4.new_markdown_cell(
+        f"**Rerun of `{notebook.name}`** with {listed} (all other parameters at their defaults), "
+        f"executed by `python -m backdoor_utils` on {stamp}. The injected values are in the cell "
+        "tagged `injected-parameters` below the `parameters` cell."
+    )
+    cell.metadata["tags"] = ["rerun-banner"]
+    return cell
+
+
+def execute(notebook: Path, params: dict, output: Path, kernel: str = "python3") -> dict:
+    """Execute ``notebook`` with ``params`` into ``output`` (written atomically); return its glued values."""
+    import nbformat
+    import papermill
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.stem}.partial.ipynb")
+    try:
+        papermill.execute_notebook(str(notebook), str(tmp), parameters=params, kernel_name=kernel,
+                                   progress_bar=False, cwd=str(notebook.parent))
+    except Exception:
+        if tmp.exists():  # keep the failed notebook for inspection, next to where it would be
+            os.replace(tmp, output.with_name(f"{output.stem}.failed.ipynb"))
+        raise
+    nb = nbformat.read(str(tmp), as_version=4)
+    nb.cells.insert(1, _banner_cell(notebook, params))
+    buffer = io.StringIO()
+    nbformat.write(nb, buffer)
+    atomic_write_text(output, buffer.getvalue())
+    tmp.unlink(missing_ok=True)
+    return glued_values(output)
+
+
+def _table(values: dict) -> str:
+    width = max((len(k) for k in values), default=4)
+    lines = [f"{'name':<{width}}  value", f"{'-' * width}  -----"]
+    for key, value in values.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        lines.append(f"{key:<{width}}  {shown}")
+    return "\n".join(lines)
+
+
+def cmd_run(args) -> int:
+    notebook = Path(args.notebook)
+    params = {name: parse_value(value) for name, value in args.param}
+    check_parameters(notebook, params)
+    output = Path(args.runs_dir) / notebook.stem / f"{run_slug(params)}.ipynb"
+    print(f"running {notebook} -> {output}", file=sys.stderr)
+    values = execute(notebook, params, output, args.kernel)
+    print(_table(values))
+    return 0
+
+
+# --- sweeps ------------------------------------------------------------------------------------
+
+def _run_one(notebook: str, params: dict, output: str, record: str, kernel: str, threads: int) -> dict:
+    """One grid point in a worker process; always returns a record (never raises)."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the kernel: no oversubscription
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    start = time.perf_counter()
+    row = {"params": params, "status": "ok", "error": "", "metrics": {}}
+    try:
+        row["metrics"] = execute(Path(notebook), params, Path(output), kernel)
+    except Exception as err:  # recorded, the sweep goes on
+        failed = Path(output).with_name(f"{Path(output).stem}.failed.ipynb")
+        detail = "; ".join(error_outputs(failed)) if failed.exists() else ""
+        row.update(status="failed", error=(detail or f"{type(err).__name__}: {err}").splitlines()[0][:500])
+    row["duration_s"] = round(time.perf_counter() - start, 1)
+    atomic_write_text(record, json.dumps(row, indent=1))
+    return row
+
+
+def parse_grid(grid_args) -> dict:
+    grid = {}
+    for name, values in grid_args:
+        grid[name] = [parse_value(v) for v in values.split(",") if v.strip()]
+        if not grid[name]:
+            raise UsageError(f"{name}: empty list of values")
+    return grid
+
+
+def write_results(sweep_dir: Path, grid: dict, records: list[dict], metrics: list[str]) -> Path:
+    """``results.csv`` (one row per run) and ``results.png`` (metric vs parameter, mean and spread over seeds)."""
+    names = list(grid)
+    metric_names = sorted({m for r in records for m, v in r["metrics"].items() if isinstance(v, (int, float))})
+    fields = names + metric_names + ["status", "duration_s", "error"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    for r in records:
+        writer.writerow({**r["params"], **{m: r["metrics"].get(m, "") for m in metric_names},
+                         "status": r["status"], "duration_s": r["duration_s"], "error": r["error"]})
+    csv_path = sweep_dir / "results.csv"
+    atomic_write_text(csv_path, buffer.getvalue())
+    _plot(sweep_dir, names, records, [m for m in metrics if m in metric_names] or metric_names[:3])
+    return csv_path
+
+
+def _plot(sweep_dir: Path, names: list[str], records: list[dict], metrics: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    ok = [r for r in records if r["status"] == "ok"]
+    x_name = next((n for n in names if n != "seed"), names[0])
+    if not ok or not metrics:
+        return
+    frame = pd.DataFrame([{**r["params"], **r["metrics"]} for r in ok])
+    if not pd.api.types.is_numeric_dtype(frame[x_name]):
+        frame[x_name] = frame[x_name].astype(str)
+    stats = frame.groupby(x_name)[metrics].agg(["mean", "min", "max"])
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for m in metrics:
+        ax.plot(stats.index, stats[(m, "mean")], marker="o", label=f"{m} (mean)")
+        ax.fill_between(stats.index, stats[(m, "min")], stats[(m, "max")], alpha=0.2)
+    ax.set(xlabel=x_name, ylabel="value (fraction)", title=f"{sweep_dir.name}: mean and min-max over other parameters")
+    if pd.api.types.is_numeric_dtype(frame[x_name]) and frame[x_name].min() > 0 and frame[x_name].max() / frame[x_name].min() > 20:
+        ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(sweep_dir / "results.png", buffer.getvalue())
+
+
+def cmd_sweep(args) -> int:
+    notebook = Path(args.notebook)
+    grid = parse_grid(args.grid)
+    fixed = {name: parse_value(value) for name, value in args.param}
+    points = [dict(fixed, **dict(zip(grid, combo))) for combo in itertools.product(*grid.values())]
+    for params in points:  # every grid point is checked before anything runs
+        check_parameters(notebook, params)
+    name = args.name or f"{notebook.stem}-{run_slug({k: v for k, v in grid.items()})}"[:120]
+    sweep_dir = Path(args.runs_dir) / name
+    (sweep_dir / "records").mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    records, todo = {}, []
+    for params in points:
+        slug = run_slug(params)
+        record = sweep_dir / "records" / f"{slug}.json"
+        if record.exists():
+            previous = json.loads(record.read_text())
+            if previous["status"] == "ok":
+                records[slug] = previous
+                continue
+        todo.append((slug, params, str(sweep_dir / f"{slug}.ipynb"), str(record)))
+    print(f"sweep {sweep_dir}: {len(points)} runs, {len(points) - len(todo)} already done, "
+          f"{len(todo)} to run on {args.workers} worker(s)", file=sys.stderr)
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        futures = {pool.submit(_run_one, str(notebook), p, out, rec, args.kernel, threads): slug for slug, p, out, rec in todo}
+        for future in as_completed(futures):
+            row = future.result()
+            records[futures[future]] = row
+            print(f"  {futures[future]}: {row['status']} in {row['duration_s']} s {row['error']}", file=sys.stderr)
+    ordered = [records[run_slug(p)] for p in points]
+    csv_path = write_results(sweep_dir, grid, ordered, HEADLINE_METRICS.get(notebook.stem, []))
+    print(csv_path.read_text())
+    return 0 if all(r["status"] == "ok" for r in ordered) else 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backdoor_utils", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, helptext in (("run", "execute one notebook with parameters"), ("sweep", "execute a grid of parameters")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("notebook")
+        p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+        p.add_argument("--runs-dir", default=str(RUNS))
+        p.add_argument("--kernel", default="python3")
+        if name == "sweep":
+            p.add_argument("-g", "--grid", nargs=2, action="append", required=True, metavar=("NAME", "V1,V2,..."))
+            p.add_argument("--workers", type=int, default=1)
+            p.add_argument("--name", help="sweep folder name under runs/ (default: derived from the grid)")
+    args = parser.parse_args(argv)
+    if not Path(args.notebook).is_file():
+        parser.error(f"notebook: {args.notebook} does not exist")
+    try:
+        return {"run": cmd_run, "sweep": cmd_sweep}[args.command](args)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,97 @@
+"""Static checks of the chapters and of the pages that quote them (no execution)."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+PAGES = sorted((ROOT / "book").glob("*.md"))
+
+
+def _nb(path):
+    return json.loads(path.read_text())
+
+
+def glue_names(path: Path) -> list[str]:
+    """Glue names a notebook publishes; f-string names become regex patterns."""
+    names = []
+    for cell in _nb(path)["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        for fstring, name in re.findall(r'glue\((f?)"([^"]+)"', "".join(cell["source"])):
+            names.append(re.sub(r"\\\{.*?\\\}", ".+", re.escape(name)) if fstring else re.escape(name))
+    return names
+
+
+def test_there_are_six_chapters():
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_has_one_parameters_cell_then_validation(path):
+    cells = _nb(path)["cells"]
+    tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    assert "validate_parameters(" in "".join(cells[tagged[0] + 1]["source"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_is_committed_clean_with_python3_kernel(path):
+    nb = _nb(path)
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb["cells"] if c["cell_type"] == "code")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_has_one_title_and_a_closing_section(path):
+    markdown = ["".join(c["source"]) for c in _nb(path)["cells"] if c["cell_type"] == "markdown"]
+    titles = [line for text in markdown for line in text.splitlines() if line.startswith("# ")]
+    assert len(titles) == 1 and titles[0].startswith(f"# {path.name[:2]} - ")
+    assert any("## What we learned" in text for text in markdown)
+
+
+def _referenced(text: str, own: str | None = None):
+    """(notebook, name) pairs quoted with {glue:text}`[path::]name[:fmt]`."""
+    for ref in re.findall(r"\{glue:(?:text|)\}`([^`]+)`", text):
+        if "::" in ref:
+            doc, rest = ref.split("::", 1)
+            yield Path(doc).name, rest.split(":")[0]
+        else:
+            yield own, ref.split(":")[0]
+
+
+def _all_references():
+    refs = []
+    for page in PAGES:
+        refs += [(page.name, nb, name) for nb, name in _referenced(page.read_text())]
+    for path in NOTEBOOKS:
+        text = "".join("".join(c["source"]) for c in _nb(path)["cells"] if c["cell_type"] == "markdown")
+        refs += [(path.name, nb, name) for nb, name in _referenced(text, path.name)]
+    return refs
+
+
+@pytest.mark.parametrize("where, notebook, name", _all_references())
+def test_every_quoted_glue_name_is_published_by_its_notebook(where, notebook, name):
+    path = ROOT / "notebooks" / notebook
+    assert path.exists(), f"{where} quotes {notebook}, which does not exist"
+    assert any(re.fullmatch(pattern, name) for pattern in glue_names(path)), f"{where} quotes {name!r}, never glued by {notebook}"
+
+
+def test_headline_metrics_are_glued_by_their_chapters():
+    from backdoor_utils.notebooks import HEADLINE_METRICS
+
+    for stem, names in HEADLINE_METRICS.items():
+        patterns = glue_names(ROOT / "notebooks" / f"{stem}.ipynb")
+        for name in names:
+            assert any(re.fullmatch(p, name) for p in patterns), f"{stem} does not glue {name}"
+
+
+def test_every_chapter_and_page_is_in_the_toc():
+    toc = (ROOT / "_toc.yml").read_text()
+    for path in NOTEBOOKS:
+        assert f"notebooks/{path.stem}" in toc
+    for page in PAGES:
+        assert f"book/{page.stem}" in toc

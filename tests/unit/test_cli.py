@@ -1,0 +1,109 @@
+"""The run/sweep command on a tiny stand-in chapter (fast: no training)."""
+
+import csv
+import json
+
+import nbformat
+import pytest
+
+from backdoor_utils import cli
+
+
+@pytest.fixture()
+def tiny_notebook(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell("seed = 0\npoison_rate = 0.01")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# 00 - Tiny"),
+        params,
+        nbformat.v4.new_code_cell(
+            "from myst_nb import glue\n"
+            "assert poison_rate < 0.5, 'poison rate too high for this stand-in'\n"
+            "glue('asr', poison_rate * 2 + seed / 100, display=False)\n"
+            "glue('clean_acc', 1 - poison_rate, display=False)"
+        ),
+    ]
+    path = tmp_path / "00_tiny.ipynb"
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_unknown_parameter_is_an_error_listing_valid_ones(tiny_notebook):
+    with pytest.raises(cli.UsageError, match="poison_rat: not a parameter of 00_tiny.ipynb; valid parameters: seed, poison_rate"):
+        cli.check_parameters(tiny_notebook, {"poison_rat": 0.1})
+
+
+def test_invalid_value_is_rejected_before_running(tiny_notebook, tmp_path, capsys):
+    code = cli.main(["run", str(tiny_notebook), "-p", "poison_rate", "1.5", "--runs-dir", str(tmp_path / "runs")])
+    assert code == 2
+    assert "poison_rate: must be a number in the open interval (0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_parse_value_reads_python_literals():
+    assert cli.parse_value("0.005") == 0.005
+    assert cli.parse_value("None") is None
+    assert cli.parse_value("[1, 2]") == [1, 2]
+    assert cli.parse_value("cpu") == "cpu"
+
+
+def test_run_writes_named_output_and_prints_glued_values(tiny_notebook, tmp_path, capsys):
+    code = cli.main(["run", str(tiny_notebook), "-p", "poison_rate", "0.2", "-p", "seed", "3", "--runs-dir", str(tmp_path)])
+    assert code == 0
+    out = tmp_path / "00_tiny" / "poison_rate=0.2_seed=3.ipynb"
+    nb = nbformat.read(str(out), as_version=4)
+    assert "poison_rate = 0.2" in nb.cells[1].source and "rerun-banner" in nb.cells[1].metadata["tags"]
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "poison_rate = 0.2" in injected[0].source
+    printed = capsys.readouterr().out
+    assert "asr" in printed and "0.4300" in printed
+
+
+def test_sweep_records_failures_and_resumes_without_rerunning(tiny_notebook, tmp_path, monkeypatch):
+    args = ["sweep", str(tiny_notebook), "-g", "poison_rate", "0.1,0.6", "-g", "seed", "0,1",
+            "--workers", "2", "--runs-dir", str(tmp_path), "--name", "grid"]
+    assert cli.main(args) == 1  # the 0.6 runs fail inside the notebook
+    rows = list(csv.DictReader(open(tmp_path / "grid" / "results.csv")))
+    assert len(rows) == 4
+    ok = [r for r in rows if r["status"] == "ok"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(ok) == 2 and len(failed) == 2
+    assert all("poison rate too high" in r["error"] for r in failed)
+    assert sorted(round(float(r["asr"]), 6) for r in ok) == [0.2, 0.21]
+    assert (tmp_path / "grid" / "results.png").stat().st_size > 0
+
+    executed = []
+    real = cli._run_one
+    monkeypatch.setattr(cli, "ProcessPoolExecutor", _InlineExecutor)
+    monkeypatch.setattr(cli, "_run_one", lambda nb, p, *a: executed.append(p) or real(nb, p, *a))
+    cli.main(args)
+    assert sorted(p["seed"] for p in executed) == [0, 1]  # only the failed runs again
+    assert all(p["poison_rate"] == 0.6 for p in executed)
+
+
+class _InlineExecutor:
+    """Runs submitted work in-process (so the test can count calls)."""
+
+    def __init__(self, max_workers):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        future = Future()
+        future.set_result(fn(*args))
+        return future
+
+
+def test_sweep_validates_the_whole_grid_first(tiny_notebook, tmp_path):
+    code = cli.main(["sweep", str(tiny_notebook), "-g", "poison_rate", "0.1,2.0", "--runs-dir", str(tmp_path), "--name", "bad"])
+    assert code == 2
+    assert not (tmp_path / "bad").exists()

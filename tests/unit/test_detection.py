@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import torch
+
+from backdoor_utils import detection
+
+
+def _blobs(seed=0):
+    """Two labels; label 0 holds a big blob and a small far-away blob (the 'poison')."""
+    rng = np.random.default_rng(seed)
+    big = rng.normal(0, 1, size=(400, 20))
+    small = rng.normal(8, 1, size=(40, 20))
+    other = rng.normal(-3, 1, size=(400, 20))
+    acts = torch.tensor(np.vstack([big, small, other]), dtype=torch.float32)
+    labels = torch.tensor([0] * 440 + [1] * 400)
+    truth = torch.zeros(840, dtype=torch.bool)
+    truth[400:440] = True
+    return acts, labels, truth
+
+
+@pytest.mark.parametrize("reduction", ["ica", "pca"])
+def test_two_means_with_size_rule_finds_a_separated_small_cluster(reduction):
+    acts, labels, truth = _blobs()
+    clusterings = detection.cluster_activations(acts, labels, k=2, n_components=5, reduction=reduction)
+    label0 = next(c for c in clusterings if c.label == 0)
+    assert sorted(np.round(label0.relative_sizes, 3)) == [round(40 / 440, 3), round(400 / 440, 3)]
+    flags = detection.flag_small_clusters([label0], 840, size_threshold=0.35)
+    assert torch.equal(flags, truth)
+
+
+def test_silhouette_picks_the_true_number_of_clusters():
+    rng = np.random.default_rng(1)
+    centers = np.array([[0] * 10, [10] * 10, [-10] * 10])
+    acts = torch.tensor(np.vstack([rng.normal(c, 0.5, size=(100, 10)) for c in centers]), dtype=torch.float32)
+    clusterings = detection.cluster_activations(acts, torch.zeros(300, dtype=torch.long), k="silhouette",
+                                                max_clusters=5, n_components=5, reduction="pca")
+    assert clusterings[0].k == 3
+    assert set(clusterings[0].silhouettes) == {2, 3, 4, 5}
+
+
+def test_exclusionary_reclassification_flags_relabelled_cluster_only(splits):
+    # a training set where 150 images of digit 1 are relabelled 0 and form their own cluster
+    x, y = splits.x_train, splits.y_train.clone()
+    ones = (y == 1).nonzero().flatten()[:150]
+    y[ones] = 0
+    zeros = (y == 0).nonzero().flatten()
+    assign = np.isin(zeros.numpy(), ones.numpy()).astype(int)
+    fake = [detection.ClassClustering(0, zeros.numpy(), np.zeros((len(zeros), 2)), assign, 2, 0.9)]
+    result = detection.exclusionary_reclassification(fake, x, y, epochs=4, seed=0, device="cpu")
+    assert result.table[0]["flagged"] is True and result.table[0]["top_other_class"] == 1
+    truth = torch.zeros(len(y), dtype=torch.bool)
+    truth[ones] = True
+    assert torch.equal(result.flags, truth)
