@@ -138,14 +138,15 @@ def reverse_engineer_trigger(
         logits = model(((1 - m) * xb + m * p).contiguous(memory_format=torch.channels_last))
         ce = F.cross_entropy(logits, target)
         l1 = m.sum()
+        l1_value = float(l1.detach())
         loss = ce + cost * l1
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         rate = float((logits.argmax(1) == target).float().mean())
         hits.append(rate >= target_rate)
-        if rate >= target_rate and (best is None or float(l1) < best[2]):
-            best = (m.detach().cpu().clone(), p.detach().cpu().clone(), float(l1))
+        if rate >= target_rate and (best is None or l1_value < best[2]):
+            best = (m.detach().cpu().clone(), p.detach().cpu().clone(), l1_value)
         if (step + 1) % patience == 0:
             cost = cost * 1.5 if all(hits[-patience:]) else cost / 1.5 ** 1.5
     for p in model.parameters():

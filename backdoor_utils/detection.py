@@ -18,7 +18,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA, FastICA
 from sklearn.metrics import silhouette_score
 
-from .training import TrainConfig, predict, train_model
+from .training import TrainConfig, predict
 
 
 @dataclass
@@ -117,7 +117,9 @@ def exclusionary_reclassification(
     for _, _, idx in candidates:
         excluded[idx] = True
     keep = torch.from_numpy(~excluded)
-    model = train_model(x[keep], y[keep], TrainConfig(epochs=epochs, seed=seed), device, desc="reclassifier")
+    from .experiments import train_on_data_cached  # the reclassifier is cached like every model
+
+    model = train_on_data_cached(x[keep], y[keep], TrainConfig(epochs=epochs, seed=seed), device, desc="reclassifier")
     flags = np.zeros(len(y), dtype=bool)
     table = []
     for label, cluster, idx in candidates:

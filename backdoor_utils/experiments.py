@@ -201,3 +201,12 @@ def reversed_triggers(result: AttackResult, x_clean: torch.Tensor, steps: int = 
     payload, _ = train_cached(spec, lambda: pack_reversed(neural_cleanse(result.model, x_clean, steps, result.experiment.seed)),
                               kind="neural_cleanse")
     return unpack_reversed(payload)
+
+
+def train_on_data_cached(x: torch.Tensor, y: torch.Tensor, config: TrainConfig, device: str = "auto", desc: str = "training") -> SimpleCNN:
+    """:func:`train_model` on arbitrary data, cached under a hash of the data and the config."""
+    digest = hashlib.sha256(x.numpy().tobytes())
+    digest.update(y.numpy().tobytes())
+    spec = {"kind": "data", "data_hash": digest.hexdigest()[:20], **asdict(config)}
+    payload, _ = train_cached(spec, lambda: {"model": train_model(x, y, config, device, desc=desc).cpu().state_dict()})
+    return model_from_state(payload["model"], device)

@@ -89,6 +89,7 @@ RULES = {
     "n_components": _int(2, 128),
     "reduction": _choice(("ica", "pca")),
     "max_clusters": _int(2, 10),
+    "reclassify_epochs": _int(1, 50),
     "n_clean_finetune": _int(100, 5000),
     "finetune_epochs": _int(1, 50),
     "max_val_drop": _positive(1.0),
