@@ -56,7 +56,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def pages(html_dir: Path) -> list[Path]:
     """Content pages of the site (not Sphinx's generated index/search pages)."""
     skip = {"genindex.html", "search.html", "py-modindex.html"}
-    return sorted(p for p in html_dir.rglob("*.html") if p.name not in skip and "_static" not in p.parts and "_sources" not in p.parts)
+    found = [p for p in html_dir.rglob("*.html") if p.name not in skip and "_static" not in p.parts and "_sources" not in p.parts]
+    return sorted(p for p in found if 'http-equiv="refresh"' not in p.read_text(errors="ignore")[:2000])  # redirect stubs
 
 
 def check(html_dir: Path = BUILD / "html", shots: Path = BUILD / "screenshots") -> list[str]:
@@ -74,6 +75,7 @@ def check(html_dir: Path = BUILD / "html", shots: Path = BUILD / "screenshots") 
         for path in all_pages:
             rel = path.relative_to(html_dir).as_posix()
             response = page.goto(f"{base}/{rel}", wait_until="load")
+            page.wait_for_load_state("networkidle")
             if response is None or response.status != 200:
                 problems.append(f"{rel}: HTTP {None if response is None else response.status}")
                 continue
