@@ -179,9 +179,9 @@ def unlearn(model: SimpleCNN, data: DefenderData, reversed_trigger: ReversedTrig
                        model=copy.deepcopy(model), desc="unlearning")
 
 
-def neural_cleanse(model: SimpleCNN, x_clean: torch.Tensor, steps: int = 300, seed: int = 0) -> list[ReversedTrigger]:
+def neural_cleanse(model: SimpleCNN, x_clean: torch.Tensor, steps: int = 300, seed: int = 0, batch_size: int = 128) -> list[ReversedTrigger]:
     """Reverse-engineer the smallest trigger of every class (Wang et al. 2019)."""
-    return [reverse_engineer_trigger(model, x_clean, label, steps=steps, seed=seed)
+    return [reverse_engineer_trigger(model, x_clean, label, steps=steps, batch_size=batch_size, seed=seed)
             for label in tqdm(range(10), desc="neural cleanse", leave=False)]
 
 

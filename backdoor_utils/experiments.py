@@ -190,15 +190,15 @@ def sweep(exp: Experiment, field: str, values, device: str = "auto"):
     return results, table.loc[:, ~table.columns.duplicated()]
 
 
-def reversed_triggers(result: AttackResult, x_clean: torch.Tensor, steps: int = 300):
+def reversed_triggers(result: AttackResult, x_clean: torch.Tensor, steps: int = 300, batch_size: int = 128):
     """Neural Cleanse's reversed trigger for every class of ``result``'s model (cached)."""
     from .defenses import neural_cleanse, pack_reversed, unpack_reversed
 
     x_hash = hashlib.sha256(x_clean.numpy().tobytes()).hexdigest()[:16]
     defenses_source = hashlib.sha256((Path(__file__).parent / "defenses.py").read_bytes()).hexdigest()[:16]
-    spec = {"kind": "neural_cleanse", **result.experiment.spec(), "steps": steps, "clean_data": x_hash,
+    spec = {"kind": "neural_cleanse", **result.experiment.spec(), "steps": steps, "batch_size": batch_size, "clean_data": x_hash,
             "defenses_source": defenses_source}
-    payload, _ = train_cached(spec, lambda: pack_reversed(neural_cleanse(result.model, x_clean, steps, result.experiment.seed)),
+    payload, _ = train_cached(spec, lambda: pack_reversed(neural_cleanse(result.model, x_clean, steps, result.experiment.seed, batch_size)),
                               kind="neural_cleanse")
     return unpack_reversed(payload)
 
