@@ -11,7 +11,6 @@ STAMP  := $(VENV)/.install-$(SPEC_HASH)
 PKG_HASH := $(shell cat backdoor_utils/*.py | sha256sum | cut -c1-16)
 export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
 export TQDM_DISABLE := 1
-export MPLBACKEND := Agg
 
 .PHONY: setup data test test-full book pdf browser-check bench clean
 

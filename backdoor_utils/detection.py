@@ -117,9 +117,10 @@ def exclusionary_reclassification(
     for _, _, idx in candidates:
         excluded[idx] = True
     keep = torch.from_numpy(~excluded)
-    from .experiments import train_on_data_cached  # the reclassifier is cached like every model
+    from .experiments import CORE_SOURCES, train_on_data_cached  # the reclassifier is cached like every model
 
-    model = train_on_data_cached(x[keep], y[keep], TrainConfig(epochs=epochs, seed=seed), device, desc="reclassifier")
+    model = train_on_data_cached(x[keep], y[keep], TrainConfig(epochs=epochs, seed=seed), device, desc="reclassifier",
+                                 sources=CORE_SOURCES + ("detection.py",))
     flags = np.zeros(len(y), dtype=bool)
     table = []
     for label, cluster, idx in candidates:

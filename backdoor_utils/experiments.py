@@ -18,27 +18,30 @@ from .data import Splits, load_mnist, load_splits
 from .metrics import attack_success_rate, clean_accuracy
 from .models import SimpleCNN
 from .poisoning import PoisonedDataset, poison_dataset
-from .training import TrainConfig, resolve_device, train_model
+from .training import TrainConfig, resolve_device, train_model, training_precision
 from .triggers import (
     BlurTrigger,
     LearnedPatchTrigger,
     NoiseTrigger,
     PatchTrigger,
     corner_patch,
-    random_patch,
     study_patch,
 )
 
 #: Attack names accepted by :class:`Experiment`.
-ATTACKS = ("none", "patch", "study_patch", "noise", "blur", "study_blur", "learned", "random_patch")
+ATTACKS = ("none", "patch", "study_patch", "noise", "blur", "study_blur", "learned", "initial_patch")
 
 
-def _source_digest() -> str:
-    """Hash of the package modules that determine a trained model (invalidates stale caches)."""
+#: Modules whose source shapes every trained model (the core, plus this orchestration module).
+CORE_SOURCES = ("data.py", "models.py", "training.py", "triggers.py", "poisoning.py", "experiments.py")
+
+
+def source_digest(names=CORE_SOURCES) -> str:
+    """Hash of the package modules ``names``: an edit to any of them invalidates the cache entry."""
     here = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for name in ("data.py", "models.py", "training.py", "triggers.py", "poisoning.py"):
-        digest.update((here / name).read_bytes())
+    for name in sorted(names):
+        digest.update(name.encode() + b"\0" + (here / name).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -67,17 +70,21 @@ class Experiment:
             "blur": lambda: BlurTrigger(self.blur_kernel, self.blur_sigma),
             "study_blur": lambda: BlurTrigger(self.blur_kernel, self.blur_sigma, region=7),
             "learned": lambda: LearnedPatchTrigger(size=self.patch_size, row=27 - self.patch_size, col=27 - self.patch_size, init_seed=self.seed),
-            "random_patch": lambda: random_patch(self.patch_size, seed=self.seed, row=27 - self.patch_size, col=27 - self.patch_size),
+            # the control for the learned patch: its own initial values, frozen (never trained)
+            "initial_patch": lambda: LearnedPatchTrigger(size=self.patch_size, row=27 - self.patch_size, col=27 - self.patch_size, init_seed=self.seed).frozen(),
         }[self.attack]()
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, seed=self.seed)
 
     def spec(self) -> dict:
+        """The knobs that matter for this attack, with the trigger's own full spec."""
         spec = asdict(self)
         if self.attack == "none":
             for key in ("target_label", "poison_rate", "patch_size", "eps", "blur_sigma", "blur_kernel"):
                 spec.pop(key)
+        else:
+            spec["trigger"] = self.trigger().spec()
         return spec
 
     def clean(self) -> "Experiment":
@@ -99,19 +106,24 @@ class AttackResult:
     from_cache: bool
 
 
-def model_spec(spec: dict) -> dict:
-    """Full cache spec: the caller's spec + data hash + package version + source digest."""
-    return {**spec, "data": load_mnist().sha256, "version": __version__, "source": _source_digest()}
+def model_spec(spec: dict, sources=CORE_SOURCES, device: str = "auto") -> dict:
+    """Full cache spec: the caller's spec + everything else that determines the result - the data
+    hash, the package version, the source of ``sources``, the training precision (bf16 or fp32,
+    after any ``BACKDOOR_BF16`` override), the device type and the torch version."""
+    return {**spec, "data": load_mnist().sha256, "version": __version__, "source": source_digest(sources),
+            "precision": training_precision(device), "device": resolve_device(device).type,
+            "torch": torch.__version__}
 
 
-def train_cached(spec: dict, train_fn, kind: str = "models"):
+def train_cached(spec: dict, train_fn, kind: str = "models", sources=CORE_SOURCES, device: str = "auto"):
     """Return ``(state, from_cache)``: the cached payload for ``spec`` or ``train_fn()``'s, saved atomically."""
-    path = cache_path(kind, model_spec(spec))
+    full = model_spec(spec, sources, device)
+    path = cache_path(kind, full)
     payload = load_cached(path)
     if payload is not None:
         return payload, True
     payload = train_fn()
-    save_cached(path, payload, model_spec(spec))
+    save_cached(path, payload, full)
     return payload, False
 
 
@@ -148,7 +160,7 @@ def run_attack(exp: Experiment, device: str = "auto") -> AttackResult:
             payload["trigger_logits"] = learned.logits.detach().cpu()
         return payload
 
-    payload, from_cache = train_cached({"kind": "attack", **exp.spec()}, train)
+    payload, from_cache = train_cached({"kind": "attack", **exp.spec()}, train, device=device)
     model = model_from_state(payload["model"], device)
     if exp.attack == "learned":
         trigger = LearnedPatchTrigger(trigger.size, trigger.row, trigger.col, logits=payload["trigger_logits"]).frozen()
@@ -169,7 +181,7 @@ def retrain_without(result: AttackResult, remove: torch.Tensor, device: str = "a
         model = train_model(poisoned.x[keep], poisoned.y[keep], exp.train_config(), device, desc="retrain")
         return {"model": model.cpu().state_dict()}
 
-    payload, _ = train_cached({"kind": "retrain", **exp.spec(), "removed": removed_hash}, train)
+    payload, _ = train_cached({"kind": "retrain", **exp.spec(), "removed": removed_hash}, train, device=device)
     return model_from_state(payload["model"], device)
 
 
@@ -190,23 +202,28 @@ def sweep(exp: Experiment, field: str, values, device: str = "auto"):
     return results, table.loc[:, ~table.columns.duplicated()]
 
 
-def reversed_triggers(result: AttackResult, x_clean: torch.Tensor, steps: int = 300, batch_size: int = 128):
-    """Neural Cleanse's reversed trigger for every class of ``result``'s model (cached)."""
+def reversed_triggers(result: AttackResult, x_clean: torch.Tensor, **options):
+    """Neural Cleanse's reversed trigger for every class of ``result``'s model (cached).
+
+    ``options`` are passed to :func:`backdoor_utils.defenses.neural_cleanse` and are part of the
+    cache key, as are the clean images and the source of ``defenses.py``.
+    """
     from .defenses import neural_cleanse, pack_reversed, unpack_reversed
 
     x_hash = hashlib.sha256(x_clean.numpy().tobytes()).hexdigest()[:16]
-    defenses_source = hashlib.sha256((Path(__file__).parent / "defenses.py").read_bytes()).hexdigest()[:16]
-    spec = {"kind": "neural_cleanse", **result.experiment.spec(), "steps": steps, "batch_size": batch_size, "clean_data": x_hash,
-            "defenses_source": defenses_source}
-    payload, _ = train_cached(spec, lambda: pack_reversed(neural_cleanse(result.model, x_clean, steps, result.experiment.seed, batch_size)),
-                              kind="neural_cleanse")
+    options = {"seed": result.experiment.seed, **options}
+    spec = {"kind": "neural_cleanse", **result.experiment.spec(), "options": options, "clean_data": x_hash}
+    payload, _ = train_cached(spec, lambda: pack_reversed(neural_cleanse(result.model, x_clean, **options)),
+                              kind="neural_cleanse", sources=CORE_SOURCES + ("defenses.py",))
     return unpack_reversed(payload)
 
 
-def train_on_data_cached(x: torch.Tensor, y: torch.Tensor, config: TrainConfig, device: str = "auto", desc: str = "training") -> SimpleCNN:
-    """:func:`train_model` on arbitrary data, cached under a hash of the data and the config."""
+def train_on_data_cached(x: torch.Tensor, y: torch.Tensor, config: TrainConfig, device: str = "auto", desc: str = "training",
+                         sources=CORE_SOURCES) -> SimpleCNN:
+    """:func:`train_model` on arbitrary data, cached under a hash of the data, the config and ``sources``."""
     digest = hashlib.sha256(x.numpy().tobytes())
     digest.update(y.numpy().tobytes())
     spec = {"kind": "data", "data_hash": digest.hexdigest()[:20], **asdict(config)}
-    payload, _ = train_cached(spec, lambda: {"model": train_model(x, y, config, device, desc=desc).cpu().state_dict()})
+    payload, _ = train_cached(spec, lambda: {"model": train_model(x, y, config, device, desc=desc).cpu().state_dict()},
+                              sources=sources, device=device)
     return model_from_state(payload["model"], device)

@@ -23,14 +23,22 @@ class SimpleCNN(nn.Module):
         self.classifier = nn.Linear(128, num_classes)
         self.register_buffer("channel_mask", torch.ones(64))
 
+    def _mask(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.channel_mask.view(1, -1, 1, 1).to(x.dtype)
+
     def last_conv_activations(self, x: torch.Tensor) -> torch.Tensor:
         """ReLU output of the last conv layer (before pooling), masked: [N, 64, 14, 14]."""
-        x = self.pool(torch.relu(self.conv1(x)))
-        return torch.relu(self.conv2(x)) * self.channel_mask.view(1, -1, 1, 1).to(x.dtype)
+        x = torch.relu(self.pool(self.conv1(x)))
+        return self._mask(torch.relu(self.conv2(x)))
 
     def penultimate_activations(self, x: torch.Tensor) -> torch.Tensor:
-        """ReLU output of the 128-unit penultimate layer: [N, 128]."""
-        x = self.pool(self.last_conv_activations(x))
+        """ReLU output of the 128-unit penultimate layer: [N, 128].
+
+        Max-pooling commutes with ReLU and with the 0/1 channel mask, so both are applied after
+        pooling, on a quarter of the elements: the same numbers as conv -> ReLU -> mask -> pool.
+        """
+        x = torch.relu(self.pool(self.conv1(x)))
+        x = self._mask(torch.relu(self.pool(self.conv2(x))))
         return torch.relu(self.penultimate(torch.flatten(x, 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

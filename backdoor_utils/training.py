@@ -3,7 +3,8 @@
 The recipe: Adam with a one-cycle schedule (max lr 3e-3), batch 256, whole-tensor batching (no
 DataLoader, no per-sample transforms), channels-last memory format, and bf16 autocast only where
 the device computes bf16 natively (CUDA with bf16 support, or a CPU with AVX512-BF16/AMX); elsewhere
-fp32, because emulated bf16 is several times *slower* (measured on AVX2: 8x).
+fp32, because emulated bf16 is several times *slower* (measured on AVX2: 8x). Evaluation
+(:func:`predict`, :func:`activations`) always runs in fp32: bf16 is a training-speed choice only.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def bf16_native(device_type: str) -> bool:
     return False
 
 
+def training_precision(device: str = "auto") -> str:
+    """"bf16" or "fp32": the precision :func:`train_model` uses on ``device`` (part of cache keys)."""
+    return "bf16" if bf16_native(resolve_device(device).type) else "fp32"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a trained model besides the data."""
@@ -80,9 +86,10 @@ def train_model(
     parameters are optimised jointly with the model on the same loss.
     """
     dev = resolve_device(device)
-    torch.manual_seed(config.seed)
     if model is None:
-        model = SimpleCNN()
+        with torch.random.fork_rng(devices=[]):  # seeded init without reseeding the caller's RNG
+            torch.manual_seed(config.seed)
+            model = SimpleCNN()
     model = model.to(dev).to(memory_format=torch.channels_last)
     params = list(model.parameters())
     if learned_trigger is not None:
@@ -101,7 +108,7 @@ def train_model(
     bar = tqdm(range(config.epochs), desc=desc, unit="epoch", leave=False)
     for _ in bar:
         order = torch.randperm(len(y), generator=generator).to(dev)
-        total = 0.0
+        total = torch.zeros((), device=dev)
         for start in range(0, len(y), config.batch_size):
             idx = order[start : start + config.batch_size]
             xb = x[idx]
@@ -116,22 +123,21 @@ def train_model(
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += loss.item() * len(idx)
-        bar.set_postfix(loss=f"{total / len(y):.4f}")
+            total += loss.detach() * len(idx)  # no per-step synchronisation
+        if not bar.disable:
+            bar.set_postfix(loss=f"{float(total) / len(y):.4f}")
     model.eval()
     return model
 
 
 @torch.inference_mode()
 def predict(model: SimpleCNN, x: torch.Tensor, batch_size: int = 2048, device: str = "auto") -> torch.Tensor:
-    """Predicted labels for ``x`` (on the CPU)."""
+    """Predicted labels for ``x`` (on the CPU), computed in fp32."""
     dev = next(model.parameters()).device if device == "auto" else resolve_device(device)
     model.eval()
     out = []
     for start in range(0, len(x), batch_size):
-        xb = _prepare(x[start : start + batch_size], dev)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16_native(dev.type)):
-            out.append(model(xb).argmax(1).cpu())
+        out.append(model(_prepare(x[start : start + batch_size], dev)).float().argmax(1).cpu())
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 

@@ -121,14 +121,11 @@ class LearnedPatchTrigger:
         ).view(1, 1, 28, 28)
         return x * (1 - mask) + patch
 
+    def spec(self) -> dict:
+        """The initial trigger (the learned values depend on training, cached with the model)."""
+        return {"kind": "learned", "size": self.size, "row": self.row, "col": self.col, "init_seed": self.init_seed}
+
     def frozen(self) -> PatchTrigger:
         """The learned values as a fixed :class:`PatchTrigger` (for evaluation and caching)."""
         vals = tuple(float(v) for v in self.values().detach().cpu().flatten())
         return PatchTrigger(size=self.size, row=self.row, col=self.col, pattern=vals)
-
-
-def random_patch(size: int = 4, seed: int = 0, row: int = 23, col: int = 23) -> PatchTrigger:
-    """A fixed patch of uniform random values in [0,1] (the baseline for the learned patch)."""
-    g = torch.Generator().manual_seed(seed)
-    vals = tuple(float(v) for v in torch.rand(size * size, generator=g))
-    return PatchTrigger(size=size, row=row, col=col, pattern=vals)
