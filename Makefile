@@ -12,7 +12,7 @@ PKG_HASH := $(shell cat backdoor_utils/*.py | sha256sum | cut -c1-16)
 export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
 export TQDM_DISABLE := 1
 
-.PHONY: setup data test test-full book pdf browser-check bench clean
+.PHONY: setup data test test-full book pdf browser-check browser-tools format bench clean
 
 setup: $(STAMP) data/MNIST/raw/.verified
 
@@ -41,11 +41,26 @@ book: setup
 	$(BIN)/jupyter-book build . -W --keep-going
 	echo $(PKG_HASH) > _build/.pkg-hash
 
-pdf: book
+pdf: book browser-tools
 	$(BIN)/python -m backdoor_utils.site pdf
 
-browser-check: book
+browser-check: book browser-tools
 	$(BIN)/python -m backdoor_utils.site check
+
+# Debian's chromium (driven by Playwright, never downloaded) and poppler-utils (reads the PDF).
+browser-tools:
+	@if ! command -v chromium >/dev/null || ! command -v pdfimages >/dev/null; then \
+	  if ! command -v apt-get >/dev/null; then \
+	    echo "error: chromium and poppler-utils are needed and apt-get is not available here;" \
+	         "install them with your system's package manager (or set CHROMIUM=/path/to/chromium)"; exit 1; fi; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing chromium and poppler-utils with apt-get"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium poppler-utils; \
+	fi
+
+# Notebook code fits the book's code column (88 characters); `make test` checks it.
+format: setup
+	$(BIN)/python -m black --line-length 88 --ipynb notebooks
 
 bench: setup
 	$(BIN)/python -m backdoor_utils.bench

@@ -19,6 +19,7 @@ from torch.nn.utils import prune
 from tqdm.auto import tqdm
 
 from .data import Splits
+from .metrics import attack_success_rate, clean_accuracy
 from .models import SimpleCNN
 from .training import TrainConfig, activations, predict, train_model
 
@@ -45,6 +46,14 @@ def defender_data(splits: Splits, n_tune: int = 5000, n_select: int = 1000) -> D
 
 def accuracy(model, x, y) -> float:
     return float((predict(model, x) == y).float().mean())
+
+
+def defense_metrics(model, defender: DefenderData, splits: Splits, trigger, target_label: int) -> dict:
+    """What the defender sees (accuracy on its clean selection images) and what the reader sees
+    (test clean accuracy and ASR). No defense choice may read the last two."""
+    return {"val_acc": accuracy(model, defender.x_select, defender.y_select),
+            "clean_acc": clean_accuracy(model, splits.x_test, splits.y_test),
+            "asr": attack_success_rate(model, splits.x_test, splits.y_test, trigger, target_label)}
 
 
 # --- fine-pruning ------------------------------------------------------------------------------
@@ -75,11 +84,14 @@ def pruning_curve(model: SimpleCNN, ranking: torch.Tensor, evaluate, counts=None
 
 
 def choose_prune_count(val_accuracies: list[float], max_val_drop: float) -> int:
-    """Largest number of pruned channels whose clean validation accuracy is within
-    ``max_val_drop`` of the unpruned model's (Liu et al. stop at a 4% drop)."""
+    """Liu et al.'s stopping rule: prune channels in order and stop at the *first* count whose clean
+    validation accuracy falls more than ``max_val_drop`` below the unpruned model's (they use 4%);
+    returns the count just before it (all counts on the curve when none falls that far)."""
     base = val_accuracies[0]
-    ok = [n for n, acc in enumerate(val_accuracies) if base - acc <= max_val_drop]
-    return max(ok)
+    for n, acc in enumerate(val_accuracies):
+        if base - acc > max_val_drop:
+            return n - 1
+    return len(val_accuracies) - 1
 
 
 def fine_tune(model: SimpleCNN, data: DefenderData, epochs: int = 5, max_lr: float = 1e-3, seed: int = 0, device: str = "auto") -> SimpleCNN:
@@ -97,6 +109,18 @@ def fc_pruned(model: SimpleCNN, amount: float) -> SimpleCNN:
     return out
 
 
+def validation_curve(model: SimpleCNN, ranking: torch.Tensor, defender: DefenderData) -> list[float]:
+    """Clean selection accuracy after pruning the first n channels of ``ranking``, n = 0..63."""
+    return [accuracy(pruned(model, ranking[:n]), defender.x_select, defender.y_select) for n in range(len(ranking))]
+
+
+def choose_fc_amount(model: SimpleCNN, defender: DefenderData, amounts, max_val_drop: float) -> float:
+    """The study's fc-layer pruning with Liu et al.'s rule: the largest of the increasing
+    ``amounts`` before the first whose clean selection accuracy drops more than ``max_val_drop``."""
+    curve = [accuracy(fc_pruned(model, a), defender.x_select, defender.y_select) for a in amounts]
+    return amounts[choose_prune_count(curve, max_val_drop)]
+
+
 # --- Neural Cleanse ----------------------------------------------------------------------------
 
 @dataclass
@@ -107,64 +131,166 @@ class ReversedTrigger:
     mask: torch.Tensor
     pattern: torch.Tensor
     l1: float
-    attack_rate: float  # share of clean images the reversed trigger sends to ``label``
+    attack_rate: float  # share of the evaluation images the reversed trigger sends to ``label``
+    reached: bool = True  # False: the optimisation never reached the target rate (l1 is the last mask's)
+    steps_run: int = 0
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         m = self.mask.to(x.device, x.dtype)
         return (1 - m) * x + m * self.pattern.to(x.device, x.dtype)
 
 
+def _from_tanh(raw: torch.Tensor) -> torch.Tensor:
+    """The released code's box constraint: tanh(raw) / 2 + 0.5 lies in (0, 1)."""
+    return torch.tanh(raw) / 2 + 0.5
+
+
+@torch.no_grad()
+def _attack_rate(model, x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor, label: int, batch_size: int = 1000) -> float:
+    hits = 0
+    for s in range(0, len(x), batch_size):
+        xb = x[s : s + batch_size]
+        hits += int((model((1 - mask) * xb + mask * pattern).argmax(1) == label).sum())
+    return hits / max(len(x), 1)
+
+
 def reverse_engineer_trigger(
-    model: SimpleCNN, x_clean: torch.Tensor, label: int, steps: int = 300, batch_size: int = 128,
-    init_cost: float = 1e-3, target_rate: float = 0.99, patience: int = 10, seed: int = 0,
+    model: SimpleCNN, x_clean: torch.Tensor, label: int, steps: int = 1000, n_samples: int = 1000,
+    batch_size: int = 32, lr: float = 0.1, init_cost: float = 1e-3, target_rate: float = 0.99,
+    patience: int = 5, cost_multiplier: float = 1.5, early_stop_patience: int | None = None,
+    n_eval: int = 1000, seed: int = 0,
 ) -> ReversedTrigger:
-    """Neural Cleanse's optimisation for one class: min CE(f((1-m)x + m p), label) + lambda |m|_1,
-    with the paper's adaptive lambda (raised while the attack succeeds, lowered when it fails).
-    Returns the smallest mask that reached ``target_rate`` on the batches it was tried on."""
+    """Neural Cleanse's optimisation for one class (Wang et al. 2019 and their released code):
+    min CE(f((1-m) x + m p), label) + cost * |m|_1, mask and pattern through tanh / 2 + 0.5, Adam
+    (lr 0.1, betas 0.5/0.9).
+
+    One step is a pass over a fixed set of ``n_samples`` clean images in mini-batches; its attack
+    success is the mean over that pass. The cost starts at 0 and is set to ``init_cost`` after
+    ``patience`` consecutive successful steps (success = rate >= ``target_rate``); then it is
+    multiplied by ``cost_multiplier`` after ``patience`` successes in a row and divided by
+    ``cost_multiplier ** 1.5`` after ``patience`` failures in a row. The optimisation stops early
+    once the cost has gone both up and down and the best L1 has not improved for
+    ``early_stop_patience`` steps (default 5 x patience). Deviation: a step's candidate mask is
+    re-evaluated on a fixed evaluation set (``n_eval`` other clean images) before it can become the
+    best, instead of trusting the running mean of a pass during which the mask was still moving.
+    """
     dev = next(model.parameters()).device
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    early_stop_patience = 5 * patience if early_stop_patience is None else early_stop_patience
     g = torch.Generator().manual_seed(seed + label)
-    mask_logit = torch.randn(28, 28, generator=g).mul_(0.1).sub_(2.0).to(dev).requires_grad_(True)
-    pattern_logit = torch.randn(28, 28, generator=g).mul_(0.1).to(dev).requires_grad_(True)
-    opt = torch.optim.Adam([mask_logit, pattern_logit], lr=0.1, betas=(0.5, 0.9))
-    cost, hits, best = init_cost, [], None
-    target = torch.full((batch_size,), label, device=dev)
-    for step in range(steps):
-        idx = torch.randint(0, len(x_clean), (batch_size,), generator=g)
-        xb = x_clean[idx].to(dev)
-        m, p = torch.sigmoid(mask_logit), torch.sigmoid(pattern_logit)
-        logits = model(((1 - m) * xb + m * p).contiguous(memory_format=torch.channels_last))
-        ce = F.cross_entropy(logits, target)
-        l1 = m.sum()
-        l1_value = float(l1.detach())
-        loss = ce + cost * l1
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        rate = float((logits.argmax(1) == target).float().mean())
-        hits.append(rate >= target_rate)
-        if rate >= target_rate and (best is None or l1_value < best[2]):
-            best = (m.detach().cpu().clone(), p.detach().cpu().clone(), l1_value)
-        if (step + 1) % patience == 0:
-            cost = cost * 1.5 if all(hits[-patience:]) else cost / 1.5 ** 1.5
-    for p in model.parameters():
-        p.requires_grad_(True)
-    if best is None:  # never reached the target rate: report the final mask honestly
-        best = (torch.sigmoid(mask_logit).detach().cpu(), torch.sigmoid(pattern_logit).detach().cpu(), float(torch.sigmoid(mask_logit).sum()))
-    rev = ReversedTrigger(label, best[0], best[1], best[2], 0.0)
-    rev.attack_rate = float((predict(model, rev.apply(x_clean[:1000])) == label).float().mean())
-    return rev
+    x_fit = x_clean[:n_samples].to(dev)
+    x_eval = x_clean[n_samples : n_samples + n_eval].to(dev) if len(x_clean) > n_samples else x_fit
+    mask_raw = torch.atanh((torch.rand(28, 28, generator=g) - 0.5) * (2 - 1e-6)).to(dev).requires_grad_(True)
+    pattern_raw = torch.atanh((torch.rand(28, 28, generator=g) - 0.5) * (2 - 1e-6)).to(dev).requires_grad_(True)
+    opt = torch.optim.Adam([mask_raw, pattern_raw], lr=lr, betas=(0.5, 0.9))
+    grad_state = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    cost, best = 0.0, None
+    set_count = up_count = down_count = stop_count = 0
+    went_up = went_down = False
+    stop_best = float("inf")
+    step = 0
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for step in range(1, steps + 1):
+            order = torch.randperm(len(x_fit), generator=g).to(dev)
+            hits = 0
+            for s in range(0, len(x_fit), batch_size):
+                xb = x_fit[order[s : s + batch_size]]
+                m, pat = _from_tanh(mask_raw), _from_tanh(pattern_raw)
+                logits = model((1 - m) * xb + m * pat)
+                target = torch.full((len(xb),), label, device=dev)
+                loss = F.cross_entropy(logits, target) + cost * m.sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                hits += int((logits.detach().argmax(1) == label).sum())
+            success = hits / len(x_fit) >= target_rate
+            with torch.no_grad():
+                m, pat = _from_tanh(mask_raw), _from_tanh(pattern_raw)
+                l1 = float(m.sum())
+            if success and (best is None or l1 < best[2]):
+                rate = _attack_rate(model, x_eval, m, pat, label)
+                if rate >= target_rate:
+                    best = (m.cpu().clone(), pat.cpu().clone(), l1, rate)
+            # early stop: only once a valid trigger exists and the cost has moved both ways
+            best_l1 = best[2] if best else float("inf")
+            if best is not None:
+                stop_count = stop_count + 1 if best_l1 >= stop_best else 0
+            stop_best = min(stop_best, best_l1)
+            if went_up and went_down and stop_count >= early_stop_patience:
+                break
+            # the cost schedule of the released code
+            if cost == 0 and success:
+                set_count += 1
+                if set_count >= patience:
+                    cost, up_count, down_count, went_up, went_down = init_cost, 0, 0, False, False
+            else:
+                set_count = 0
+            up_count, down_count = (up_count + 1, 0) if success else (0, down_count + 1)
+            if up_count >= patience:
+                up_count, cost, went_up = 0, cost * cost_multiplier, True
+            elif down_count >= patience:
+                down_count, cost, went_down = 0, cost / cost_multiplier ** 1.5, True
+    finally:
+        for p, flag in zip(model.parameters(), grad_state):
+            p.requires_grad_(flag)
+    if best is None:  # never reached the target rate: report the last mask, marked as such
+        with torch.no_grad():
+            m, pat = _from_tanh(mask_raw), _from_tanh(pattern_raw)
+        return ReversedTrigger(label, m.cpu(), pat.cpu(), float(m.sum()), _attack_rate(model, x_eval, m, pat, label),
+                               reached=False, steps_run=step)
+    return ReversedTrigger(label, best[0], best[1], best[2], best[3], reached=True, steps_run=step)
 
 
-def anomaly_indices(l1_norms: np.ndarray) -> np.ndarray:
+def anomaly_indices(l1_norms, valid=None) -> np.ndarray:
     """Neural Cleanse's anomaly index: |L1 - median| / (1.4826 * MAD), signed so that classes with
-    *smaller* masks than the median are positive (only those can be backdoor targets)."""
+    *smaller* masks than the median are positive (only those can be backdoor targets).
+
+    ``valid`` (bool per class) leaves out classes whose optimisation never reached the target rate:
+    their L1 is not a trigger size. Their index is NaN.
+    """
     l1_norms = np.asarray(l1_norms, dtype=float)
-    median = np.median(l1_norms)
-    mad = 1.4826 * np.median(np.abs(l1_norms - median))
-    return (median - l1_norms) / max(mad, 1e-12)
+    valid = np.ones(len(l1_norms), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    out = np.full(len(l1_norms), np.nan)
+    if valid.sum() < 3:
+        return out
+    median = np.median(l1_norms[valid])
+    mad = 1.4826 * np.median(np.abs(l1_norms[valid] - median))
+    out[valid] = (median - l1_norms[valid]) / max(mad, 1e-12)
+    return out
+
+
+@dataclass
+class CleanseReport:
+    """Neural Cleanse's verdict over all classes."""
+
+    triggers: list
+    anomaly_index: np.ndarray  # NaN for classes whose optimisation never reached the target rate
+    flagged: list  # classes with anomaly index > threshold
+
+    @property
+    def l1(self) -> np.ndarray:
+        return np.array([t.l1 for t in self.triggers])
+
+    @property
+    def unreached(self) -> list:
+        return [t.label for t in self.triggers if not t.reached]
+
+    def table(self):
+        import pandas as pd
+
+        return pd.DataFrame({"mask L1": self.l1, "anomaly index": self.anomaly_index,
+                             "attack rate": [t.attack_rate for t in self.triggers],
+                             "reached": [t.reached for t in self.triggers]})
+
+
+def cleanse_report(triggers: list, threshold: float = 2.0) -> CleanseReport:
+    """Anomaly indices of the reversed triggers' L1 norms (classes that reached the target rate
+    only) and the classes flagged above ``threshold`` (the paper uses 2)."""
+    index = anomaly_indices([t.l1 for t in triggers], [t.reached for t in triggers])
+    flagged = [c for c in range(len(triggers)) if np.isfinite(index[c]) and index[c] > threshold]
+    return CleanseReport(triggers, index, flagged)
 
 
 def unlearn(model: SimpleCNN, data: DefenderData, reversed_trigger: ReversedTrigger, fraction: float = 0.2,
@@ -179,18 +305,21 @@ def unlearn(model: SimpleCNN, data: DefenderData, reversed_trigger: ReversedTrig
                        model=copy.deepcopy(model), desc="unlearning")
 
 
-def neural_cleanse(model: SimpleCNN, x_clean: torch.Tensor, steps: int = 300, seed: int = 0, batch_size: int = 128) -> list[ReversedTrigger]:
-    """Reverse-engineer the smallest trigger of every class (Wang et al. 2019)."""
-    return [reverse_engineer_trigger(model, x_clean, label, steps=steps, batch_size=batch_size, seed=seed)
+def neural_cleanse(model: SimpleCNN, x_clean: torch.Tensor, seed: int = 0, **options) -> list[ReversedTrigger]:
+    """Reverse-engineer the smallest trigger of every class (Wang et al. 2019);
+    ``options`` go to :func:`reverse_engineer_trigger`."""
+    return [reverse_engineer_trigger(model, x_clean, label, seed=seed, **options)
             for label in tqdm(range(10), desc="neural cleanse", leave=False)]
 
 
 def pack_reversed(triggers: list[ReversedTrigger]) -> dict:
     """Tensors only, so the result can be cached and loaded with ``weights_only=True``."""
     return {"masks": torch.stack([t.mask for t in triggers]), "patterns": torch.stack([t.pattern for t in triggers]),
-            "l1": torch.tensor([t.l1 for t in triggers]), "attack_rate": torch.tensor([t.attack_rate for t in triggers])}
+            "l1": torch.tensor([t.l1 for t in triggers]), "attack_rate": torch.tensor([t.attack_rate for t in triggers]),
+            "reached": torch.tensor([t.reached for t in triggers]), "steps_run": torch.tensor([t.steps_run for t in triggers])}
 
 
 def unpack_reversed(payload: dict) -> list[ReversedTrigger]:
     return [ReversedTrigger(i, payload["masks"][i], payload["patterns"][i], float(payload["l1"][i]),
-                            float(payload["attack_rate"][i])) for i in range(len(payload["l1"]))]
+                            float(payload["attack_rate"][i]), bool(payload["reached"][i]), int(payload["steps_run"][i]))
+            for i in range(len(payload["l1"]))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import nbformat
@@ -27,10 +28,41 @@ def glued_values(path: Path | str) -> dict:
     return values
 
 
+#: A code cell that draws a figure: it calls one of the book's plotting helpers or pyplot directly.
+FIGURE_CALL = re.compile(r"\bplotting\.\w+\(|\bplt\.(subplots|figure|imshow|plot|bar|hist)\(")
+
+
+def plotting_cells(path: Path | str) -> int:
+    """How many code cells of a notebook draw a figure (not counting cells removed from the page)."""
+    nb = nbformat.read(str(path), as_version=4)
+    hidden = {"remove-cell", "remove-output"}
+    return sum(1 for c in nb.cells if c.cell_type == "code" and FIGURE_CALL.search(c.source)
+               and not hidden & set(c.metadata.get("tags", [])))
+
+
+def image_outputs(path: Path | str) -> int:
+    """How many ``image/png`` outputs an executed notebook carries."""
+    nb = nbformat.read(str(path), as_version=4)
+    return sum(1 for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
+
+
 def error_outputs(path: Path | str) -> list[str]:
     """Error outputs (ename: evalue) of an executed notebook."""
     nb = nbformat.read(str(path), as_version=4)
     return [f"{o.get('ename')}: {o.get('evalue')}" for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+def verdict(value: float, threshold: float, at_or_above: str, below: str, missing: str = "was not measured") -> str:
+    """The sentence that holds for a measured ``value``: ``at_or_above`` when value >= threshold,
+    else ``below`` (``missing`` for NaN), so a rerun never leaves a false sentence on the page."""
+    if value is None or value != value:
+        return missing
+    return at_or_above if value >= threshold else below
+
+
+def number_or(value: float, fmt: str = ".4f", missing: str = "none") -> str:
+    """``value`` formatted, or ``missing`` for NaN/None (a glued NaN would print "nan")."""
+    return missing if value is None or value != value else format(value, fmt)
 
 
 #: The headline values each chapter must glue (the book's results page and the tests read them).

@@ -49,6 +49,22 @@ def _list_of(item_check):
     return check
 
 
+def _seed_target_pairs(name, values):
+    """A (possibly empty) list of [seed, target_label] pairs."""
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"{name}: must be a list of [seed, target_label] pairs, got {values!r}")
+    for i, pair in enumerate(values):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"{name}[{i}]: must be a [seed, target_label] pair, got {pair!r}")
+        _int(0, 2**31 - 1)(f"{name}[{i}][0] (seed)", pair[0])
+        _int(0, 9)(f"{name}[{i}][1] (target_label)", pair[1])
+
+
+def _silhouette(name, value):
+    if isinstance(value, bool) or not isinstance(value, Real) or not (-1 <= value <= 1):
+        raise ValueError(f"{name}: must be a number between -1 and 1, got {value!r}")
+
+
 def _choice(options):
     def check(name, value):
         if value not in options:
@@ -95,6 +111,12 @@ RULES = {
     "max_val_drop": _positive(1.0),
     "nc_steps": _int(1, 10000),
     "anomaly_threshold": _positive(100.0),
+    "robustness_runs": _seed_target_pairs,
+    "min_silhouette": _silhouette,
+    "size_threshold": _open_unit,
+    "ratio_threshold": _positive(100.0),
+    "nc_samples": _int(16, 5000),
+    "nc_batch_size": _int(1, 1024),
     "attacks": _list_of(_choice(("patch", "noise", "blur", "learned"))),
 }
 

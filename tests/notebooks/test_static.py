@@ -21,7 +21,7 @@ def glue_names(path: Path) -> list[str]:
     for cell in _nb(path)["cells"]:
         if cell["cell_type"] != "code":
             continue
-        for fstring, name in re.findall(r'glue\((f?)"([^"]+)"', "".join(cell["source"])):
+        for fstring, name in re.findall(r'glue\(\s*(f?)"([^"]+)"', "".join(cell["source"])):
             names.append(re.sub(r"\\\{.*?\\\}", ".+", re.escape(name)) if fstring else re.escape(name))
     return names
 
@@ -95,3 +95,36 @@ def test_every_chapter_and_page_is_in_the_toc():
         assert f"notebooks/{path.stem}" in toc
     for page in PAGES:
         assert f"book/{page.stem}" in toc
+
+
+def test_notebook_code_is_formatted_to_the_books_code_column():
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "black", "--check", "--line-length", "88", "--ipynb",
+                          *map(str, NOTEBOOKS)], capture_output=True, text=True)
+    assert run.returncode == 0, f"run `make format`:\n{run.stderr}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_code_shown_on_the_page_fits_the_code_column(path):
+    too_long = [line for cell in _nb(path)["cells"] if cell["cell_type"] == "code"
+                and "remove-cell" not in cell["metadata"].get("tags", [])
+                for line in "".join(cell["source"]).splitlines() if len(line) > 88]
+    assert not too_long, too_long
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_cells_that_only_publish_glue_values_are_hidden(path):
+    for cell in _nb(path)["cells"]:
+        lines = [l for l in "".join(cell["source"]).splitlines() if l.strip()]
+        if cell["cell_type"] == "code" and lines and all(l.startswith(("glue(", "    ", ")")) for l in lines) \
+                and lines[0].startswith("glue("):
+            tags = set(cell["metadata"].get("tags", []))
+            assert tags & {"remove-cell", "remove-input", "hide-input"}, lines[0]
+
+
+def test_no_environment_setting_switches_the_kernels_display_off():
+    # MPLBACKEND=Agg in the build or the tests silently removes every figure from the book
+    for path in (ROOT / "Makefile", ROOT / "tests" / "conftest.py", ROOT / ".ci" / "run"):
+        assert "MPLBACKEND" not in path.read_text(), path

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,3 +59,59 @@ def test_cache_refuses_arbitrary_pickles(tmp_path):
 
     torch.save({"x": Evil()}, path)
     assert cache.load_cached(path) is None  # weights_only=True refuses to build it
+
+
+@pytest.fixture()
+def package_copy(tmp_path, monkeypatch):
+    """A copy of the package's sources that a test may edit; the cache keys read it."""
+    import shutil
+
+    from backdoor_utils import experiments
+
+    copy = tmp_path / "pkg"
+    shutil.copytree(Path(experiments.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(experiments, "__file__", str(copy / "experiments.py"))
+    return copy
+
+
+@pytest.mark.parametrize("kind, sources, edited", [
+    ("attack", "CORE", name) for name in ("data.py", "models.py", "training.py", "triggers.py", "poisoning.py", "experiments.py")
+] + [("neural_cleanse", "defenses.py", "defenses.py"), ("reclassifier", "detection.py", "detection.py")])
+def test_cache_key_changes_with_every_source_that_shapes_the_result(package_copy, kind, sources, edited):
+    from backdoor_utils import experiments
+
+    names = experiments.CORE_SOURCES + (() if sources == "CORE" else (sources,))
+    before = cache.cache_key(experiments.model_spec({"kind": kind}, names))
+    with open(package_copy / edited, "a") as handle:
+        handle.write("\n# an edit\n")
+    assert cache.cache_key(experiments.model_spec({"kind": kind}, names)) != before
+
+
+def test_cache_key_changes_with_precision_device_and_torch_version(monkeypatch):
+    from backdoor_utils import experiments
+    from backdoor_utils.training import bf16_native
+
+    def key(**kw):
+        bf16_native.cache_clear()
+        return cache.cache_key(experiments.model_spec({"kind": "attack"}, **kw))
+
+    monkeypatch.setenv("BACKDOOR_BF16", "0")
+    fp32 = key(device="cpu")
+    monkeypatch.setenv("BACKDOOR_BF16", "1")
+    assert key(device="cpu") != fp32
+    monkeypatch.setenv("BACKDOOR_BF16", "0")
+    assert key(device="cuda") != fp32
+    monkeypatch.setattr(torch, "__version__", "0.0.0-other")
+    assert key(device="cpu") != fp32
+    bf16_native.cache_clear()
+
+
+def test_experiment_spec_carries_the_full_trigger_spec():
+    from backdoor_utils.experiments import Experiment
+
+    for attack in ("patch", "study_patch", "noise", "blur", "study_blur", "learned", "initial_patch"):
+        exp = Experiment(attack=attack)
+        assert exp.spec()["trigger"] == exp.trigger().spec()
+    # a knob that only changes the trigger changes the spec through it
+    assert Experiment(attack="blur").spec()["trigger"] != Experiment(attack="study_blur").spec()["trigger"]
+    assert "trigger" not in Experiment(attack="none").spec()

@@ -39,15 +39,51 @@ def test_silhouette_picks_the_true_number_of_clusters():
 
 
 def test_exclusionary_reclassification_flags_relabelled_cluster_only(splits):
-    # a training set where 150 images of digit 1 are relabelled 0 and form their own cluster
+    # a training set where 60 images of digit 1 are relabelled 0 and form their own cluster
     x, y = splits.x_train, splits.y_train.clone()
-    ones = (y == 1).nonzero().flatten()[:150]
+    ones = (y == 1).nonzero().flatten()[:60]
     y[ones] = 0
     zeros = (y == 0).nonzero().flatten()
     assign = np.isin(zeros.numpy(), ones.numpy()).astype(int)
     fake = [detection.ClassClustering(0, zeros.numpy(), np.zeros((len(zeros), 2)), assign, 2, 0.9)]
     result = detection.exclusionary_reclassification(fake, x, y, epochs=4, seed=0, device="cpu")
-    assert result.table[0]["flagged"] is True and result.table[0]["top_other_class"] == 1
+    assert result.table[0]["flagged"] is True and result.table[0]["source_class"] == 1
     truth = torch.zeros(len(y), dtype=torch.bool)
     truth[ones] = True
     assert torch.equal(result.flags, truth)
+
+
+def test_no_label_is_ever_suspected_whole_even_when_every_cluster_is_small():
+    # four equal clusters in one label: each holds 25% <= 35%, yet the largest must stay
+    rng = np.random.default_rng(2)
+    centers = np.eye(10)[:4] * 20
+    acts = torch.tensor(np.vstack([rng.normal(c, 0.5, size=(100, 10)) for c in centers]), dtype=torch.float32)
+    clusterings = detection.cluster_activations(acts, torch.zeros(400, dtype=torch.long), k=4, n_components=5,
+                                                reduction="pca")
+    candidates = detection.candidate_clusters(clusterings, size_threshold=0.35)
+    assert len(candidates) == 3
+    assert sum(len(idx) for _, _, idx in candidates) == 300
+    assert detection.flag_small_clusters(clusterings, 400).sum() == 300
+
+
+def test_a_label_below_the_silhouette_gate_stays_whole():
+    rng = np.random.default_rng(3)
+    acts = torch.tensor(rng.normal(0, 1, size=(300, 10)), dtype=torch.float32)  # one blob: no structure
+    clusterings = detection.cluster_activations(acts, torch.zeros(300, dtype=torch.long), k="silhouette",
+                                                n_components=5, reduction="pca", min_silhouette=0.5)
+    assert clusterings[0].k == 1
+    assert detection.candidate_clusters(clusterings) == []
+
+
+@pytest.mark.parametrize("predictions, flagged, source", [
+    ([0] * 60 + [7] * 40, False, 7),  # l/p = 1.5 > 1: legitimate
+    ([0] * 40 + [7] * 60, True, 7),  # l/p = 0.67: poisoned, source 7
+    ([0] * 30 + [7] * 30 + [3] * 40, True, 3),  # l/p = 0.75 against the largest other class
+    ([0] * 50 + [7] * 50, True, 7),  # l/p = 1 is not > T = 1
+    ([0] * 100, False, 1),  # p = 0: legitimate
+])
+def test_reclassification_verdict_is_the_papers_l_over_p_rule(predictions, flagged, source):
+    verdict = detection.reclassification_verdict(np.array(predictions), label=0, ratio_threshold=1.0)
+    assert verdict["flagged"] is flagged
+    if flagged:
+        assert verdict["source_class"] == source

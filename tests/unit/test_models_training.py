@@ -52,3 +52,51 @@ def test_bf16_override_is_respected(monkeypatch):
     monkeypatch.setenv("BACKDOOR_BF16", "1")
     assert bf16_native("cpu") is True
     bf16_native.cache_clear()
+
+
+def test_evaluation_is_fp32_even_where_training_uses_bf16(monkeypatch):
+    bf16_native.cache_clear()
+    monkeypatch.setenv("BACKDOOR_BF16", "1")
+    model = SimpleCNN().eval()
+    x = torch.rand(64, 1, 28, 28)
+    with torch.no_grad():
+        expected = model(x).argmax(1)
+    assert torch.equal(predict(model, x), expected)
+    assert activations(model, x).dtype == torch.float32
+    assert torch.allclose(activations(model, x), model.penultimate_activations(x).detach())
+    bf16_native.cache_clear()
+
+
+def test_training_leaves_the_callers_random_state_alone(splits):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_model(splits.x_train[:256], splits.y_train[:256], TrainConfig(epochs=1, seed=7), "cpu")
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_pooling_before_relu_and_mask_gives_the_reference_numbers():
+    model = SimpleCNN()
+    model.channel_mask[[0, 7, 33]] = 0
+    x = torch.rand(16, 1, 28, 28)
+    h = model.pool(torch.relu(model.conv1(x)))
+    h = model.pool(torch.relu(model.conv2(h)) * model.channel_mask.view(1, -1, 1, 1))
+    reference = model.classifier(torch.relu(model.penultimate(torch.flatten(h, 1))))
+    assert torch.equal(model(x), reference)
+
+
+def test_learned_trigger_is_trained_jointly_and_only_on_poisoned_samples(splits):
+    from backdoor_utils.triggers import LearnedPatchTrigger
+
+    x, y = splits.x_train[:512], splits.y_train[:512].clone()
+    poison = torch.zeros(512, dtype=torch.bool)
+    poison[:50] = True
+    y[poison] = 0
+    trigger = LearnedPatchTrigger(size=4, row=23, col=23, init_seed=0)
+    before = trigger.logits.detach().clone()
+    train_model(x, y, TrainConfig(epochs=1), "cpu", learned_trigger=trigger, poison_mask=poison)
+    assert not torch.equal(trigger.logits.detach(), before)  # the patch was optimised
+    untouched = LearnedPatchTrigger(size=4, row=23, col=23, init_seed=0)
+    train_model(x, y, TrainConfig(epochs=1), "cpu", learned_trigger=untouched,
+                poison_mask=torch.zeros(512, dtype=torch.bool))
+    assert torch.equal(untouched.logits.detach(), before)  # no poisoned sample, no gradient

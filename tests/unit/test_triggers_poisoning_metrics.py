@@ -72,13 +72,31 @@ class _Constant(SimpleCNN):
         return out
 
 
+class _TargetForTargetClassOnly(SimpleCNN):
+    """Answers ``target`` exactly for the images whose (hidden) true label is the target, and
+    the true label otherwise: a model with *no* backdoor at all."""
+
+    def __init__(self, y, target):
+        super().__init__()
+        self.y, self.target = y, target
+
+    def forward(self, x):
+        out = torch.zeros(len(x), 10)
+        ids = x[:, 0, 0, 0].round().long()  # each image carries its own index in pixel (0, 0)
+        out[torch.arange(len(x)), self.y[ids]] = 1
+        return out
+
+
 def test_asr_excludes_target_class():
-    x = torch.rand(10, 1, 28, 28)
     y = torch.tensor([0, 0, 0, 0, 0, 1, 2, 3, 4, 5])
-    # a model that always answers 0: every non-target image "succeeds"; target images are not counted
+    x = torch.zeros(10, 1, 28, 28)
+    x[:, 0, 0, 0] = torch.arange(10, dtype=torch.float32)
+    # target-class images are classified as the target, the others correctly: no backdoor, ASR 0.
+    # Counting target-class images would give 0.5.
+    model = _TargetForTargetClassOnly(y, target=0)
+    assert metrics.attack_success_rate(model, x, y, triggers.corner_patch(), target_label=0) == 0.0
+    # a model that always answers 0: every non-target image succeeds
     assert metrics.attack_success_rate(_Constant(0), x, y, triggers.corner_patch(), target_label=0) == 1.0
-    # a model that always answers 1: only the label-1 image is misclassified as... nothing; ASR 0
-    assert metrics.attack_success_rate(_Constant(1), x, y, triggers.corner_patch(), target_label=0) == 0.0
 
 
 def test_clean_accuracy_counts_correct_predictions():
@@ -87,10 +105,15 @@ def test_clean_accuracy_counts_correct_predictions():
 
 
 def test_detection_scores_against_true_flags():
-    truth = torch.tensor([1, 1, 0, 0, 0], dtype=torch.bool)
-    flagged = torch.tensor([1, 0, 1, 0, 0], dtype=torch.bool)
+    truth = torch.tensor([1, 1, 1, 1, 0, 0, 0, 0], dtype=torch.bool)
+    flagged = torch.tensor([1, 1, 0, 0, 0, 0, 0, 0], dtype=torch.bool)  # precision 1, recall 1/2
     s = metrics.detection_scores(truth, flagged)
-    assert s["precision"] == pytest.approx(0.5) and s["recall"] == pytest.approx(0.5) and s["f1"] == pytest.approx(0.5)
+    assert s["precision"] == pytest.approx(1.0) and s["recall"] == pytest.approx(0.5)
+    assert s["f1"] == pytest.approx(2 / 3)
+    assert (s["n_flagged"], s["n_poison"]) == (2, 4)
+    flagged = torch.tensor([1, 1, 1, 1, 1, 1, 0, 0], dtype=torch.bool)  # precision 2/3, recall 1
+    s = metrics.detection_scores(truth, flagged)
+    assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == pytest.approx(1.0)
 
 
 def test_distortion_matches_hand_computed_psnr():

@@ -1,0 +1,50 @@
+"""Detectors and defenses run against attack results, scored for the reader.
+
+The orchestration above the methods: it knows the true poison flags and the test trigger, and
+uses them only to *score* what a detector or defense decided without them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .detection import Detection, detect_poison
+from .experiments import AttackResult, Experiment, run_attack
+from .metrics import detection_scores
+
+
+def training_set(result: AttackResult) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(images, labels, true poison flags)`` the model of ``result`` was trained on."""
+    if result.poisoned is None:
+        y = result.splits.y_train
+        return result.splits.x_train, y, torch.zeros(len(y), dtype=torch.bool)
+    return result.poisoned.x, result.poisoned.y, result.poisoned.is_poison
+
+
+def detect_and_score(result: AttackResult, **options) -> tuple[Detection, dict]:
+    """Activation clustering (:func:`~backdoor_utils.detection.detect_poison`) on the training set
+    of ``result``, then precision / recall / F1 against the true flags and the flagged share."""
+    x, y, truth = training_set(result)
+    found = detect_poison(result.model, x, y, **options)
+    return found, {**detection_scores(truth, found.flags), "flagged_fraction": float(found.flags.float().mean())}
+
+
+def detection_over_runs(exp: Experiment, runs, device: str = "auto", **options) -> pd.DataFrame:
+    """The detector on the attack ``exp`` for every ``(seed, target_label)`` in ``runs`` (each
+    its own poisoned training set and model, cached): one row of scores per run."""
+    rows = []
+    for seed, target in runs:
+        result = run_attack(replace(exp, seed=seed, target_label=target), device)
+        _, scores = detect_and_score(result, seed=seed, device=device, **options)
+        rows.append({"seed": seed, "target_label": target, "asr": result.asr, **scores})
+    return pd.DataFrame(rows)
+
+
+def mean_and_spread(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0

@@ -1,0 +1,72 @@
+"""Fine-pruning's stopping rule, Neural Cleanse's anomaly index and its optimisation."""
+
+import numpy as np
+import pytest
+import torch
+
+from backdoor_utils import defenses, triggers
+from backdoor_utils.poisoning import poison_dataset
+from backdoor_utils.training import TrainConfig, train_model
+
+
+def test_anomaly_index_matches_hand_computed_values():
+    # median 11, absolute deviations 1, 0, 1, 2, 9 -> MAD 1 -> scale 1.4826
+    index = defenses.anomaly_indices([10, 11, 12, 13, 2])
+    assert index == pytest.approx([1 / 1.4826, 0, -1 / 1.4826, -2 / 1.4826, 9 / 1.4826], rel=1e-6)
+
+
+def test_anomaly_index_leaves_out_classes_that_never_reached_the_target_rate():
+    # class 3 never reached the rate: its L1 is not a trigger size and must not enter the median
+    index = defenses.anomaly_indices([10, 11, 12, 1000, 2], valid=[True, True, True, False, True])
+    assert np.isnan(index[3])
+    # median of 10, 11, 12, 2 = 10.5; deviations 0.5, 0.5, 1.5, 8.5 -> MAD 1.0
+    assert index[4] == pytest.approx(8.5 / 1.4826, rel=1e-6)
+
+
+def test_prune_count_stops_at_the_first_drop_beyond_the_budget():
+    # a non-monotone curve: accuracy recovers after the first big drop; Liu et al. stop there
+    curve = [0.99, 0.985, 0.98, 0.90, 0.97, 0.975, 0.96]
+    assert defenses.choose_prune_count(curve, max_val_drop=0.04) == 2
+    assert defenses.choose_prune_count([0.99, 0.98, 0.97], max_val_drop=0.04) == 2  # never exceeded
+
+
+def _linear():
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+
+
+@pytest.fixture(scope="module")
+def planted(splits):
+    """A small linear classifier with a 3x3 patch backdoor (target 0), a clean twin, and clean
+    images. Linear models keep Neural Cleanse's optimisation to seconds; the method is the same."""
+    trigger = triggers.corner_patch(3)
+    x, y = splits.x_train, splits.y_train
+    poisoned = poison_dataset(x, y, trigger, target_label=0, poison_rate=0.1, seed=0)
+    config = TrainConfig(epochs=10, seed=0, max_lr=1e-2)
+    torch.manual_seed(0)
+    backdoored = train_model(poisoned.x, poisoned.y, config, "cpu", model=_linear())
+    torch.manual_seed(0)
+    clean = train_model(x, y, config, "cpu", model=_linear())
+    return {"backdoored": backdoored, "clean": clean, "x_clean": splits.x_val[:1000], "trigger": trigger}
+
+
+NC_SMALL = {"steps": 150, "n_samples": 128, "batch_size": 32, "n_eval": 256}
+
+
+def test_neural_cleanse_flags_the_planted_target_and_nothing_on_a_clean_model(planted):
+    backdoored = defenses.cleanse_report(defenses.neural_cleanse(planted["backdoored"], planted["x_clean"], **NC_SMALL))
+    assert backdoored.flagged == [0], backdoored.table()
+    clean = defenses.cleanse_report(defenses.neural_cleanse(planted["clean"], planted["x_clean"], **NC_SMALL))
+    assert clean.flagged == [], clean.table()
+
+
+def test_reverse_engineering_restores_requires_grad_even_when_it_fails(planted):
+    model = planted["clean"]
+    with pytest.raises(RuntimeError):
+        defenses.reverse_engineer_trigger(model, torch.rand(8, 1, 27, 27), 0, steps=1, n_samples=8, batch_size=8)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_a_class_that_never_reaches_the_rate_is_reported_as_such(planted):
+    rev = defenses.reverse_engineer_trigger(planted["clean"], planted["x_clean"], 3, steps=1, n_samples=64,
+                                            batch_size=64, target_rate=1.01)
+    assert rev.reached is False and rev.steps_run == 1
