@@ -33,13 +33,14 @@ def detect_and_score(result: AttackResult, **options) -> tuple[Detection, dict]:
     return found, {**detection_scores(truth, found.flags), "flagged_fraction": float(found.flags.float().mean())}
 
 
-def detection_over_runs(exp: Experiment, runs, device: str = "auto", **options) -> pd.DataFrame:
+def detection_over_runs(exp: Experiment, runs, **options) -> pd.DataFrame:
     """The detector on the attack ``exp`` for every ``(seed, target_label)`` in ``runs`` (each
-    its own poisoned training set and model, cached): one row of scores per run."""
+    its own poisoned training set and model, cached): one row of scores per run. ``options`` go
+    to :func:`~backdoor_utils.detection.detect_poison` (with ``device`` also used for training)."""
     rows = []
     for seed, target in runs:
-        result = run_attack(replace(exp, seed=seed, target_label=target), device)
-        _, scores = detect_and_score(result, seed=seed, device=device, **options)
+        result = run_attack(replace(exp, seed=seed, target_label=target), options.get("device", "auto"))
+        _, scores = detect_and_score(result, **{**options, "seed": seed})
         rows.append({"seed": seed, "target_label": target, "asr": result.asr, **scores})
     return pd.DataFrame(rows)
 

@@ -52,7 +52,9 @@ def test_04_learned_targets(full):
 def test_05_detection_targets(full):
     v = full("05_activation_clustering")
     assert v["f1"] >= 0.95
-    assert v["asr_after"] <= 0.05
+    assert v["f1_min"] >= 0.95  # every seed and target of the robustness runs
+    assert v["clean_flagged_fraction"] <= 0.01
+    assert v["asr_after"] <= 0.05 and v["clean_acc_after"] >= 0.985
 
 
 def test_06_defense_targets(full):
