@@ -54,16 +54,26 @@ def test_bf16_override_is_respected(monkeypatch):
     bf16_native.cache_clear()
 
 
+class _CloseLogits(SimpleCNN):
+    """Class 1's weights are class 0's times (1 + 2e-3): fp32 tells them apart, bf16 (8-bit
+    mantissa, relative step 2^-8) rounds both to the same number."""
+
+    def __init__(self):
+        super().__init__()
+        w = torch.rand(784)
+        self.w = torch.nn.Parameter(torch.stack([w, w * (1 + 2e-3)] + [w * 0.5] * 8))
+
+    def forward(self, x):
+        return torch.nn.functional.linear(torch.flatten(x, 1), self.w)
+
+
 def test_evaluation_is_fp32_even_where_training_uses_bf16(monkeypatch):
     bf16_native.cache_clear()
     monkeypatch.setenv("BACKDOOR_BF16", "1")
-    model = SimpleCNN().eval()
+    model = _CloseLogits().eval()
     x = torch.rand(64, 1, 28, 28)
-    with torch.no_grad():
-        expected = model(x).argmax(1)
-    assert torch.equal(predict(model, x), expected)
-    assert activations(model, x).dtype == torch.float32
-    assert torch.allclose(activations(model, x), model.penultimate_activations(x).detach())
+    assert (predict(model, x) == 1).all()  # bf16 would tie the two logits and answer 0
+    assert activations(SimpleCNN(), x).dtype == torch.float32
     bf16_native.cache_clear()
 
 
