@@ -47,9 +47,14 @@ _FIGURES = """() => Array.from(document.querySelectorAll('div.cell_output img'))
   .filter(i => i.complete && i.naturalWidth > 0).length"""
 _BROKEN_IMAGES = """() => Array.from(document.images)
   .filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'))"""
-_OVERFLOWING_CODE = """() => Array.from(document.querySelectorAll('div.cell_input pre, div.highlight pre'))
-  .filter(p => p.scrollWidth > p.clientWidth + 1)
-  .map(p => p.innerText.split('\\n').reduce((a, b) => a.length >= b.length ? a : b, '').slice(0, 60))"""
+_OVERFLOWING_CODE = """() => Array.from(document.querySelectorAll('div.cell_input pre'))
+  .filter(p => p.offsetParent !== null && p.clientWidth > 0 && p.scrollWidth > p.clientWidth + 1)
+  .map(p => p.textContent.split('\\n').reduce((a, b) => a.length >= b.length ? a : b, '').slice(0, 60))"""
+_LOAD_ALL_IMAGES = """async () => {
+  const imgs = Array.from(document.images);
+  imgs.forEach(i => { i.loading = 'eager'; });
+  await Promise.all(imgs.map(i => i.complete ? null : new Promise(r => { i.onload = i.onerror = r; })));
+}"""
 _MATHJAX_DONE = """async () => {
   for (let i = 0; i < 200 && document.querySelector('.math') &&
        !(window.MathJax && MathJax.startup && MathJax.startup.promise); i++)
@@ -142,6 +147,7 @@ def inspect_page(page, url: str, rel: str) -> PageReport:
         report.problems.append(f"HTTP {None if response is None else response.status}")
         return report
     page.evaluate(_MATHJAX_DONE)
+    page.evaluate(_LOAD_ALL_IMAGES)
     report.figures = page.evaluate(_FIGURES)
     if report.figures < report.expected_figures:
         report.problems.append(f"shows {report.figures} figures, its notebook has {report.expected_figures} plotting cells")
@@ -170,9 +176,10 @@ def check(html_dir: Path = BUILD / "html", shots: Path = BUILD / "screenshots") 
             reports.append(report)
             page.screenshot(path=str(shots / (rel.replace("/", "__").removesuffix(".html") + ".png")), full_page=True)
             if rel == README_PAGE and report.figures:
-                page.locator("div.cell_output img").first.scroll_into_view_if_needed()
-                page.evaluate("() => window.scrollBy(0, -120)")
-                page.screenshot(path=str(shots / "readme-picture.png"))
+                top = page.evaluate("() => document.querySelector('div.cell_output img')"
+                                    ".getBoundingClientRect().top + window.scrollY")
+                clip = {"x": 0, "y": max(0, top - 420), "width": 1280, "height": 900}
+                page.screenshot(path=str(shots / "readme-picture.png"), full_page=True, clip=clip)
             status = "ok " if not report.problems else "BAD"
             print(f"{status} {rel}: {report.figures} figures (expected >= {report.expected_figures})", flush=True)
     return reports
@@ -215,8 +222,14 @@ def pdf(output: Path = BUILD / "pdf" / "backdoor-book.pdf") -> PdfReport:
     subprocess.run([str(bin_dir / "jupyter-book"), "build", ".", "--builder", "singlehtml"], check=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")
-    with serve(BUILD / "singlehtml") as base, browser_page() as page:
-        report = inspect_page(page, f"{base}/index.html", "index.html")
+    single = BUILD / "singlehtml"
+    # index.html only redirects to the root document (book/intro.html), whose styles, scripts and
+    # figures the singlehtml builder links as if it stood at the root: print a copy from there
+    target = re.search(r'url=([^"]+)"', (single / "index.html").read_text())
+    rel = "book.html"
+    shutil.copyfile(single / (target.group(1) if target else "index.html"), single / rel)
+    with serve(single) as base, browser_page() as page:
+        report = inspect_page(page, f"{base}/{rel}", rel)
         if report.problems:
             raise SystemExit(f"the single-page book is not ready to print: {report.problems}")
         page.add_style_tag(content=PRINT_CSS)
