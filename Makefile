@@ -28,7 +28,7 @@ data/MNIST/raw/.verified: $(STAMP)
 	$(BIN)/python -m backdoor_utils.data
 	touch $@
 
-test: setup
+test: setup browser-tools
 	$(BIN)/python -m pytest --durations=10
 
 test-full: setup

@@ -122,9 +122,9 @@ def pages(html_dir: Path) -> list[Path]:
     return sorted(p for p in found if 'http-equiv="refresh"' not in p.read_text(errors="ignore")[:2000])
 
 
-def expected_figures(rel: str, notebooks: Path = NOTEBOOKS) -> int:
+def expected_figures(rel: str, notebooks: Path | None = None) -> int:
     """Figures a page must show: the plotting cells of the notebook it was built from (0 for prose)."""
-    source = notebooks / Path(rel).with_suffix(".ipynb").name
+    source = (notebooks or NOTEBOOKS) / Path(rel).with_suffix(".ipynb").name
     return plotting_cells(source) if rel.startswith("notebooks/") and source.exists() else 0
 
 

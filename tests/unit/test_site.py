@@ -1,0 +1,58 @@
+"""The browser check on tiny pages: it must notice what a reader would (headless Chromium)."""
+
+import base64
+
+import nbformat
+import pytest
+
+from backdoor_utils import site
+
+PNG = base64.b64encode(bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+    "0000000d49444154789c6360f8cf000000030101005a4d6b2b0000000049454e44ae426082")).decode()
+
+
+@pytest.fixture()
+def chapter_site(tmp_path, monkeypatch):
+    """A one-chapter site whose notebook has one plotting cell; the test writes the page."""
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("fig = plotting.rate_curves(x, {}, 'x', 't')")]
+    nbformat.write(nb, str(notebooks / "01_tiny.ipynb"))
+    monkeypatch.setattr(site, "NOTEBOOKS", notebooks)
+    html = tmp_path / "html"
+    (html / "notebooks").mkdir(parents=True)
+
+    def write(body):
+        (html / "notebooks" / "01_tiny.html").write_text(
+            "<html><head><style>pre { width: 300px; overflow: auto; }</style></head>"
+            f"<body><main>{body}</main></body></html>")
+        return site.check(html, tmp_path / "shots")[0]
+
+    return write
+
+
+def test_a_good_chapter_page_passes(chapter_site):
+    report = chapter_site("<p>Text.</p><div class='cell_input'><pre>x = 1</pre></div>"
+                          f"<div class='cell_output'><img src='data:image/png;base64,{PNG}'></div>")
+    assert report.problems == [] and report.figures == 1 == report.expected_figures
+
+
+def test_a_chapter_page_without_its_figure_fails(chapter_site):
+    report = chapter_site("<p>Text.</p><div class='cell_input'><pre>x = 1</pre></div>")
+    assert report.figures == 0
+    assert any("shows 0 figures" in p for p in report.problems)
+
+
+def test_raw_tex_and_overflowing_code_are_problems(chapter_site):
+    report = chapter_site("<p>Let \\(x\\) be a digit.</p>"
+                          f"<div class='cell_input'><pre>{'y' * 200}</pre></div>"
+                          f"<div class='cell_output'><img src='data:image/png;base64,{PNG}'></div>")
+    assert any("raw TeX" in p for p in report.problems)
+    assert any("runs past its cell" in p for p in report.problems)
+
+
+def test_check_fails_loudly_on_an_empty_build(tmp_path):
+    with pytest.raises(SystemExit, match="no pages"):
+        site.check(tmp_path, tmp_path / "shots")
