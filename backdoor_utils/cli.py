@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -62,11 +63,18 @@ def check_parameters(notebook: Path, params: dict) -> None:
 
 
 def run_slug(params: dict) -> str:
-    """File-name-safe, readable name of a parameter set ("defaults" when empty)."""
+    """File-name-safe, readable name of a parameter set ("defaults" when empty).
+
+    The readable part is shortened and stripped of unsafe characters, so it can collide
+    (``[1, 2]`` and ``[[1, 2]]``, or two long names sharing a prefix); a short hash of the exact
+    parameters keeps every parameter set's name its own.
+    """
     if not params:
         return "defaults"
     parts = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted(params.items())]
-    return re.sub(r"[^A-Za-z0-9_.=,+-]+", "", "_".join(parts).replace(" ", ""))[:180]
+    readable = re.sub(r"[^A-Za-z0-9_.=,+-]+", "", "_".join(parts).replace(" ", ""))[:160]
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{readable}-{digest}"
 
 
 def _banner_cell(notebook: Path, params: dict):
@@ -209,7 +217,7 @@ def cmd_sweep(args) -> int:
     points = [dict(fixed, **dict(zip(grid, combo))) for combo in itertools.product(*grid.values())]
     for params in points:  # every grid point is checked before anything runs
         check_parameters(notebook, params)
-    name = args.name or f"{notebook.stem}-{run_slug({k: v for k, v in grid.items()})}"[:120]
+    name = args.name or f"{notebook.stem}-{run_slug(grid)}"
     sweep_dir = Path(args.runs_dir) / name
     (sweep_dir / "records").mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // args.workers)

@@ -49,10 +49,22 @@ def test_parse_value_reads_python_literals():
     assert cli.parse_value("cpu") == "cpu"
 
 
+def test_run_names_are_readable_and_never_shared():
+    assert cli.run_slug({}) == "defaults"
+    assert cli.run_slug({"seed": 3}).startswith("seed=3-")
+    assert cli.run_slug({"runs": [1, 2]}) != cli.run_slug({"runs": [[1, 2]]})  # same readable part
+    long_a = {"attacks": ["patch"] * 40, "seed": 0}
+    long_b = {"attacks": ["patch"] * 40, "seed": 1}  # differ only beyond the readable cut
+    assert cli.run_slug(long_a) != cli.run_slug(long_b)
+    assert len(cli.run_slug(long_a)) <= 170
+
+
 def test_run_writes_named_output_and_prints_glued_values(tiny_notebook, tmp_path, capsys):
     code = cli.main(["run", str(tiny_notebook), "-p", "poison_rate", "0.2", "-p", "seed", "3", "--runs-dir", str(tmp_path)])
     assert code == 0
-    out = tmp_path / "00_tiny" / "poison_rate=0.2_seed=3.ipynb"
+    (out,) = (tmp_path / "00_tiny").glob("*.ipynb")
+    assert out.name == cli.run_slug({"poison_rate": 0.2, "seed": 3}) + ".ipynb"
+    assert out.name.startswith("poison_rate=0.2_seed=3-")
     nb = nbformat.read(str(out), as_version=4)
     assert "poison_rate = 0.2" in nb.cells[1].source and "rerun-banner" in nb.cells[1].metadata["tags"]
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
