@@ -116,6 +116,13 @@ class Reclassification:
 
     flags: torch.Tensor  # bool [N]: samples judged poisoned
     table: list  # one dict per candidate cluster
+    source_classes: torch.Tensor | None = None  # int64 [N]: per flagged sample its source class, else -1
+
+    def relabelled(self, y: torch.Tensor) -> torch.Tensor:
+        """``y`` with every flagged sample relabelled to its source class (the paper's repair)."""
+        if self.source_classes is None:
+            return y.clone()
+        return torch.where(self.flags, self.source_classes, y)
 
 
 def reclassification_verdict(predictions: np.ndarray, label: int, ratio_threshold: float = 1.0) -> dict:
@@ -132,6 +139,16 @@ def reclassification_verdict(predictions: np.ndarray, label: int, ratio_threshol
     return {"l": agree, "p": p, "l_over_p": ratio, "source_class": source, "flagged": bool(p > 0 and ratio <= ratio_threshold)}
 
 
+def source_classes(model, x: torch.Tensor, label: int, batch_size: int = 2048) -> np.ndarray:
+    """Each image's most likely class other than ``label`` under ``model`` (fp32): the source class
+    of one image of a poisoned cluster."""
+    with torch.no_grad():
+        logits = torch.cat([model.classifier(activations(model, x[s : s + batch_size]).to(model.classifier.weight.device))
+                            .float().cpu() for s in range(0, len(x), batch_size)])
+    logits[:, label] = -float("inf")
+    return logits.argmax(1).numpy()
+
+
 def exclusionary_reclassification(
     clusterings: list[ClassClustering], x: torch.Tensor, y: torch.Tensor, size_threshold: float = 0.35,
     ratio_threshold: float = 1.0, epochs: int = 2, seed: int = 0, device: str = "auto",
@@ -141,15 +158,20 @@ def exclusionary_reclassification(
     Candidates are the clusters of :func:`candidate_clusters`. A model trained from scratch
     *without* them classifies each candidate's images; :func:`reclassification_verdict` decides.
     A legitimate cluster is still recognised as its label; a poisoned one is called its source class,
-    because nothing left in the training data teaches the trigger. Deviation from the paper: one
-    reclassifier for all candidates instead of one per cluster (the same rule, ten times cheaper).
+    because nothing left in the training data teaches the trigger. Every image of a flagged cluster
+    also gets its own source class (:func:`source_classes`), for the paper's repair by relabelling.
+
+    Deviations from the paper: one reclassifier for all candidates instead of one per cluster (the
+    same rule, ten times cheaper); a source class per image instead of the cluster's class C, since
+    an all-to-one attack draws its poisons from nine classes.
     """
     from .experiments import CORE_SOURCES, train_on_data_cached  # the reclassifier is cached like every model
 
     candidates = candidate_clusters(clusterings, size_threshold)
     flags = np.zeros(len(y), dtype=bool)
+    sources = np.full(len(y), -1, dtype=np.int64)
     if not candidates:
-        return Reclassification(torch.from_numpy(flags), [])
+        return Reclassification(torch.from_numpy(flags), [], torch.from_numpy(sources))
     excluded = np.zeros(len(y), dtype=bool)
     for _, _, idx in candidates:
         excluded[idx] = True
@@ -158,11 +180,13 @@ def exclusionary_reclassification(
                                  sources=CORE_SOURCES + ("detection.py",))
     table = []
     for label, cluster, idx in candidates:
-        verdict = reclassification_verdict(predict(model, x[torch.from_numpy(idx)]).numpy(), label, ratio_threshold)
+        images = x[torch.from_numpy(idx)]
+        verdict = reclassification_verdict(predict(model, images).numpy(), label, ratio_threshold)
         if verdict["flagged"]:
             flags[idx] = True
+            sources[idx] = source_classes(model, images, label)
         table.append({"label": label, "cluster": cluster, "size": len(idx), **verdict})
-    return Reclassification(torch.from_numpy(flags), table)
+    return Reclassification(torch.from_numpy(flags), table, torch.from_numpy(sources))
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from .detection import Detection, detect_poison
-from .experiments import AttackResult, Experiment, run_attack
+from .experiments import CORE_SOURCES, AttackResult, Experiment, run_attack, train_on_data_cached
 from .metrics import detection_scores
 
 
@@ -43,6 +43,15 @@ def detection_over_runs(exp: Experiment, runs, **options) -> pd.DataFrame:
         _, scores = detect_and_score(result, **{**options, "seed": seed})
         rows.append({"seed": seed, "target_label": target, "asr": result.asr, **scores})
     return pd.DataFrame(rows)
+
+
+def retrain_relabelled(result: AttackResult, labels: torch.Tensor, device: str = "auto"):
+    """Retrain from scratch, with ``result``'s recipe, on its training images under ``labels``
+    (e.g. :meth:`~backdoor_utils.detection.Reclassification.relabelled`): Chen et al.'s repair that
+    keeps the flagged images but gives them their source class. Cached like every model."""
+    x, _, _ = training_set(result)
+    return train_on_data_cached(x, labels, result.experiment.train_config(), device, desc="relabelled",
+                                sources=CORE_SOURCES + ("evaluation.py",))
 
 
 def mean_and_spread(values) -> tuple[float, float]:

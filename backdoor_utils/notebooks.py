@@ -71,6 +71,7 @@ HEADLINE_METRICS = {
     "02_noise_trigger": ["clean_acc", "asr", "psnr_db"],
     "03_blur_trigger": ["clean_acc", "asr"],
     "04_learned_trigger": ["clean_acc", "asr"],
-    "05_activation_clustering": ["precision", "recall", "f1", "asr_after", "clean_acc_after"],
+    "05_activation_clustering": ["precision", "recall", "f1", "asr_after", "clean_acc_after", "asr_relabel",
+                                 "clean_acc_relabel"],
     "06_fine_pruning": ["fp_asr_after", "fp_clean_acc_after", "nc_anomaly_index", "nc_asr_after", "nc_clean_acc_after"],
 }

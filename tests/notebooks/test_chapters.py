@@ -111,6 +111,9 @@ def test_activation_clustering_raises_no_false_alarm_and_reports_consistently(ch
     if v["recall"] < 0.5:  # most poisons kept: retraining cannot remove the backdoor
         assert v["asr_after"] > 0.5
     assert v["removal_sentence"].startswith("does not remove") == (v["asr_after"] > 0.05)
+    assert v["relabel_sentence"].startswith("does not remove") == (v["asr_relabel"] > 0.05)
+    if v["n_relabelled"] == 0:  # nothing flagged, nothing relabelled: the same training set
+        assert v["asr_relabel"] > 0.5 and v["source_accuracy"].startswith("n/a")
 
 
 def test_fine_pruning_and_neural_cleanse_report_measured_values(chapter):

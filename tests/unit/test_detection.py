@@ -51,6 +51,10 @@ def test_exclusionary_reclassification_flags_relabelled_cluster_only(splits):
     truth = torch.zeros(len(y), dtype=torch.bool)
     truth[ones] = True
     assert torch.equal(result.flags, truth)
+    # the paper's repair: each flagged image gets its source class, never the label it carried
+    restored = result.relabelled(y)
+    assert torch.equal(restored[~truth], y[~truth])
+    assert (restored[ones] != 0).all() and (restored[ones] == 1).float().mean() >= 0.9
 
 
 def test_no_label_is_ever_suspected_whole_even_when_every_cluster_is_small():
