@@ -109,10 +109,12 @@ class AttackResult:
 def model_spec(spec: dict, sources=CORE_SOURCES, device: str = "auto") -> dict:
     """Full cache spec: the caller's spec + everything else that determines the result - the data
     hash, the package version, the source of ``sources``, the training precision (bf16 or fp32,
-    after any ``BACKDOOR_BF16`` override), the device type and the torch version."""
+    after any ``BACKDOOR_BF16`` override), the device type, the torch version and, on the CPU, the
+    number of threads (it changes the order of float sums, hence the trained weights)."""
+    device_type = resolve_device(device).type
     return {**spec, "data": load_mnist().sha256, "version": __version__, "source": source_digest(sources),
-            "precision": training_precision(device), "device": resolve_device(device).type,
-            "torch": torch.__version__}
+            "precision": training_precision(device), "device": device_type, "torch": torch.__version__,
+            "threads": torch.get_num_threads() if device_type == "cpu" else None}
 
 
 def train_cached(spec: dict, train_fn, kind: str = "models", sources=CORE_SOURCES, device: str = "auto"):
