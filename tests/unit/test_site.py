@@ -56,3 +56,31 @@ def test_raw_tex_and_overflowing_code_are_problems(chapter_site):
 def test_check_fails_loudly_on_an_empty_build(tmp_path):
     with pytest.raises(SystemExit, match="no pages"):
         site.check(tmp_path, tmp_path / "shots")
+
+
+def _pdf(path, text, with_image):
+    import matplotlib
+
+    matplotlib.use("agg")  # this test only writes files
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig = plt.figure(figsize=(3, 3))
+    fig.text(0.1, 0.9, text)
+    if with_image:
+        fig.add_axes([0.1, 0.1, 0.6, 0.6]).imshow(np.arange(64.0).reshape(8, 8))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def test_pdf_report_counts_pages_and_images(tmp_path):
+    report = site.pdf_report(_pdf(tmp_path / "ok.pdf", "Chapter 01", with_image=True), expected_images=1)
+    assert (report.pages, report.images, report.problems) == (1, 1, [])
+
+
+def test_pdf_report_notices_missing_figures_and_raw_tex(tmp_path):
+    report = site.pdf_report(_pdf(tmp_path / "bad.pdf", r"CA = \[ \frac{1}{n} \]", with_image=False),
+                             expected_images=2)
+    assert any("0 images in the PDF" in p for p in report.problems)
+    assert any("raw TeX" in p for p in report.problems)
