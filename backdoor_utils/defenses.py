@@ -274,6 +274,23 @@ class CleanseReport:
         return np.array([t.l1 for t in self.triggers])
 
     @property
+    def top(self) -> int:
+        """The most suspicious class: the largest anomaly index, or the smallest mask L1 when no
+        class reached the target rate (every index NaN)."""
+        if np.isfinite(self.anomaly_index).any():
+            return int(np.nanargmax(self.anomaly_index))
+        return int(np.argmin(self.l1))
+
+    def index_text(self, label: int, fmt: str = ".2f") -> str:
+        """``label``'s anomaly index for prose, or why there is none."""
+        value = self.anomaly_index[label]
+        if np.isfinite(value):
+            return format(value, fmt)
+        if not self.triggers[label].reached:
+            return "n/a (the class never reached the target rate)"
+        return "n/a (too few classes reached the target rate)"
+
+    @property
     def unreached(self) -> list:
         return [t.label for t in self.triggers if not t.reached]
 

@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .defenses import cleanse_report
 from .detection import Detection, detect_poison
-from .experiments import CORE_SOURCES, AttackResult, Experiment, run_attack, train_on_data_cached
+from .experiments import (CORE_SOURCES, AttackResult, Experiment, reversed_triggers, run_attack,
+                          train_on_data_cached)
 from .metrics import detection_scores
 
 
@@ -42,6 +44,26 @@ def detection_over_runs(exp: Experiment, runs, **options) -> pd.DataFrame:
         result = run_attack(replace(exp, seed=seed, target_label=target), options.get("device", "auto"))
         _, scores = detect_and_score(result, **{**options, "seed": seed})
         rows.append({"seed": seed, "target_label": target, "asr": result.asr, **scores})
+    return pd.DataFrame(rows)
+
+
+def cleanse_over_runs(exp: Experiment, runs, x_clean: torch.Tensor, anomaly_threshold: float = 2.0,
+                      device: str = "auto", **nc_options) -> pd.DataFrame:
+    """Neural Cleanse (:func:`~backdoor_utils.experiments.reversed_triggers`, cached) on the attack
+    ``exp`` for every ``(seed, target_label)`` in ``runs``, each its own model, with the same clean
+    images: one row per run - the flagged classes, the true target's anomaly index and the largest
+    index among the other classes. ``nc_options`` go to Neural Cleanse."""
+    rows = []
+    for seed, target in runs:
+        result = run_attack(replace(exp, seed=seed, target_label=target), device)
+        report = cleanse_report(reversed_triggers(result, x_clean, **nc_options), anomaly_threshold)
+        others = np.delete(report.anomaly_index, target)
+        rows.append({"seed": seed, "target_label": target, "asr": result.asr,
+                     "flagged": ", ".join(map(str, report.flagged)) or "none",
+                     "target_flagged": target in report.flagged,
+                     "target_anomaly_index": float(report.anomaly_index[target]),
+                     "max_other_anomaly_index": float(np.nanmax(others)) if np.isfinite(others).any() else np.nan,
+                     "unreached": len(report.unreached)})
     return pd.DataFrame(rows)
 
 

@@ -112,6 +112,7 @@ RULES = {
     "nc_steps": _int(1, 10000),
     "anomaly_threshold": _positive(100.0),
     "robustness_runs": _seed_target_pairs,
+    "nc_runs": _seed_target_pairs,
     "min_silhouette": _silhouette,
     "size_threshold": _open_unit,
     "ratio_threshold": _positive(100.0),

@@ -24,7 +24,8 @@ EXTRA = {
     "03_blur_trigger": {"n_train": 6000, "epochs": 5},
     "04_learned_trigger": {"poison_rates": [0.005]},
     "05_activation_clustering": {"attacks": ["patch"], "reclassify_epochs": 6, "robustness_runs": [[1, 3]]},
-    "06_fine_pruning": {"n_clean_finetune": 2000, "finetune_epochs": 3, "nc_steps": 60, "nc_samples": 320},
+    "06_fine_pruning": {"n_clean_finetune": 2000, "finetune_epochs": 3, "nc_steps": 60, "nc_samples": 320,
+                        "nc_runs": []},
 }
 
 
@@ -126,6 +127,9 @@ def test_fine_pruning_and_neural_cleanse_report_measured_values(chapter):
     assert v["nc_target_anomaly_index"] == v["nc_anomaly_index"] > 1.0
     assert v["nc_unreached"] == 0
     assert v["nc_clean_flagged_count"] == 0
+    # the table over runs holds the chapter's own model (nc_runs is empty here) with its verdict
+    assert v["nc_n_runs"] == 1
+    assert v["nc_runs_target_flagged"] == int("0" in v["nc_flagged_label"].split(", "))  # default target 0
     assert v["fp_clean_acc_after"] > 0.8
     if v["nc_flagged_label"] == "none":  # nothing to unlearn: the model is unchanged
         assert v["nc_asr_after"] == v["asr_before"]

@@ -31,6 +31,13 @@ def test_there_are_six_chapters():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_cell_has_its_own_id(path):
+    # nbformat 4.5 requires cell ids; a missing one is a warning today and an error tomorrow
+    ids = [c.get("id") for c in _nb(path)["cells"]]
+    assert None not in ids and len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_chapter_has_one_parameters_cell_then_validation(path):
     cells = _nb(path)["cells"]
     tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]

@@ -23,6 +23,23 @@ def test_anomaly_index_leaves_out_classes_that_never_reached_the_target_rate():
     assert index[4] == pytest.approx(8.5 / 1.4826, rel=1e-6)
 
 
+def _reversed(l1s, reached):
+    blank = torch.zeros(28, 28)
+    return [defenses.ReversedTrigger(c, blank, blank, l1, 1.0, ok) for c, (l1, ok) in enumerate(zip(l1s, reached))]
+
+
+def test_most_suspicious_class_is_the_largest_index_or_the_smallest_mask_when_none_reached():
+    report = defenses.cleanse_report(_reversed([10, 11, 12, 13, 2], [True] * 5))
+    assert report.top == 4 and report.flagged == [4]
+    none_reached = defenses.cleanse_report(_reversed([10, 11, 3, 13, 20], [False] * 5))
+    assert np.isnan(none_reached.anomaly_index).all() and none_reached.flagged == []
+    assert none_reached.top == 2 and none_reached.unreached == [0, 1, 2, 3, 4]
+    assert report.index_text(4) == f"{9 / 1.4826:.2f}"
+    assert "never reached" in none_reached.index_text(2)
+    one_reached = defenses.cleanse_report(_reversed([10, 11, 3], [False, False, True]))
+    assert "too few classes" in one_reached.index_text(2)
+
+
 def test_prune_count_stops_at_the_first_drop_beyond_the_budget():
     # a non-monotone curve: accuracy recovers after the first big drop; Liu et al. stop there
     curve = [0.99, 0.985, 0.98, 0.90, 0.97, 0.975, 0.96]
