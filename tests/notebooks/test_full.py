@@ -76,7 +76,13 @@ def test_05_relabelling_repairs(full):
 
 def test_06_defense_targets(full):
     v = full("06_fine_pruning")
-    assert v["nc_flagged_label"] == 0 and v["nc_anomaly_index"] > 2
+    assert v["nc_flagged_label"] == "0" and v["nc_anomaly_index"] > 2  # a string: "0", "0, 3" or "none"
     assert v["nc_clean_flagged_count"] == 0
     assert v["nc_asr_after"] <= 0.05
     assert v["nc_clean_acc_after"] >= v["clean_acc_before"] - 0.01
+
+
+def test_06_neural_cleanse_holds_on_every_run(full):
+    v = full("06_fine_pruning")
+    assert v["nc_runs_target_flagged"] == v["nc_n_runs"] >= 2
+    assert v["nc_runs_false_flags"] == 0
