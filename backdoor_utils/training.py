@@ -107,23 +107,25 @@ def train_model(
     model.train()
     bar = tqdm(range(config.epochs), desc=desc, unit="epoch", leave=False)
     for _ in bar:
+        # one shuffled, channels-last copy per epoch; batches are slices of it (no per-batch gather)
         order = torch.randperm(len(y), generator=generator).to(dev)
+        xs, ys = x[order].contiguous(memory_format=torch.channels_last), y[order]
+        flags_all = poison_mask[order] if learned_trigger is not None else None
         total = torch.zeros((), device=dev)
         for start in range(0, len(y), config.batch_size):
-            idx = order[start : start + config.batch_size]
-            xb = x[idx]
-            if learned_trigger is not None:
-                flags = poison_mask[idx]
+            xb, yb = xs[start : start + config.batch_size], ys[start : start + config.batch_size]
+            if flags_all is not None:
+                flags = flags_all[start : start + config.batch_size]
                 if flags.any():
                     xb = torch.where(flags.view(-1, 1, 1, 1), learned_trigger.apply(xb), xb)
-            xb = xb.contiguous(memory_format=torch.channels_last)
+                    xb = xb.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = F.cross_entropy(model(xb), y[idx])
+                loss = F.cross_entropy(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += loss.detach() * len(idx)  # no per-step synchronisation
+            total += loss.detach() * len(yb)  # no per-step synchronisation
         if not bar.disable:
             bar.set_postfix(loss=f"{float(total) / len(y):.4f}")
     model.eval()
