@@ -117,6 +117,7 @@ class Reclassification:
     flags: torch.Tensor  # bool [N]: samples judged poisoned
     table: list  # one dict per candidate cluster
     source_classes: torch.Tensor | None = None  # int64 [N]: per flagged sample its source class, else -1
+    members: list = field(default_factory=list)  # per table row: the cluster's indices into the training set
 
     def relabelled(self, y: torch.Tensor) -> torch.Tensor:
         """``y`` with every flagged sample relabelled to its source class (the paper's repair)."""
@@ -186,7 +187,7 @@ def exclusionary_reclassification(
             flags[idx] = True
             sources[idx] = source_classes(model, images, label)
         table.append({"label": label, "cluster": cluster, "size": len(idx), **verdict})
-    return Reclassification(torch.from_numpy(flags), table, torch.from_numpy(sources))
+    return Reclassification(torch.from_numpy(flags), table, torch.from_numpy(sources), [idx for _, _, idx in candidates])
 
 
 @dataclass

@@ -35,15 +35,54 @@ def detect_and_score(result: AttackResult, **options) -> tuple[Detection, dict]:
     return found, {**detection_scores(truth, found.flags), "flagged_fraction": float(found.flags.float().mean())}
 
 
+def where_the_poisons_went(found: Detection, truth: torch.Tensor) -> dict:
+    """For the reader, from the true flags: the candidate cluster holding the most poisons - how
+    many it holds, its size, the reclassifier's l and p for it and its verdict."""
+    truth = truth.numpy()
+    held, row = 0, None
+    for candidate, idx in zip(found.reclassification.table, found.reclassification.members):
+        if truth[idx].sum() > held:
+            held, row = int(truth[idx].sum()), candidate
+    return {"n_poison_total": int(truth.sum()), "poisons_in_best_candidate": held,
+            "best_candidate_size": row["size"] if row else 0, "best_candidate_l": row["l"] if row else 0,
+            "best_candidate_p": row["p"] if row else 0, "best_candidate_flagged": bool(row and row["flagged"])}
+
+
+def failure_reason(run: dict, ratio_threshold: float = 1.0) -> str:
+    """Why a detection run missed, in one clause, from its :func:`where_the_poisons_went` and
+    scores ("" when it found at least 90% F1)."""
+    if run["f1"] >= 0.9:
+        return ""
+    n, held = run["n_poison_total"], run["poisons_in_best_candidate"]
+    if held < n / 2:
+        reason = (f"no candidate cluster holds even half of the {n} poisons (the best holds {held}): "
+                  "the chosen k mixes them with genuine digits")
+    elif not run["best_candidate_flagged"]:
+        l, p = run["best_candidate_l"], run["best_candidate_p"]
+        reason = (f"{held} of the {n} poisons form a cluster of {run['best_candidate_size']:,}, but the "
+                  f"reclassifier - trained with the other {n - held} poisons still in - calls {l} of them "
+                  f"the target against {p} for the most common other class, so l / p = {l / max(p, 1):.2f} "
+                  f"> T = {ratio_threshold:g} keeps the cluster")
+    else:
+        reason = f"the poisons' cluster is caught, but it holds only {held} of the {n} poisons"
+    false_alarms = run["n_flagged"] - round(run["recall"] * n)
+    if false_alarms > 0:
+        reason += f"; {false_alarms:,} genuine images are flagged"
+    return reason
+
+
 def detection_over_runs(exp: Experiment, runs, **options) -> pd.DataFrame:
     """The detector on the attack ``exp`` for every ``(seed, target_label)`` in ``runs`` (each
-    its own poisoned training set and model, cached): one row of scores per run. ``options`` go
+    its own poisoned training set and model, cached): one row of scores per run, with where the
+    poisons went and, for a run below F1 0.9, why it missed (:func:`failure_reason`). ``options`` go
     to :func:`~backdoor_utils.detection.detect_poison` (with ``device`` also used for training)."""
     rows = []
     for seed, target in runs:
         result = run_attack(replace(exp, seed=seed, target_label=target), options.get("device", "auto"))
-        _, scores = detect_and_score(result, **{**options, "seed": seed})
-        rows.append({"seed": seed, "target_label": target, "asr": result.asr, **scores})
+        found, scores = detect_and_score(result, **{**options, "seed": seed})
+        row = {"seed": seed, "target_label": target, "asr": result.asr, **scores,
+               **where_the_poisons_went(found, training_set(result)[2])}
+        rows.append({**row, "why_missed": failure_reason(row, options.get("ratio_threshold", 1.0))})
     return pd.DataFrame(rows)
 
 
