@@ -90,18 +90,19 @@ def cleanse_over_runs(exp: Experiment, runs, x_clean: torch.Tensor, anomaly_thre
                       device: str = "auto", **nc_options) -> pd.DataFrame:
     """Neural Cleanse (:func:`~backdoor_utils.experiments.reversed_triggers`, cached) on the attack
     ``exp`` for every ``(seed, target_label)`` in ``runs``, each its own model, with the same clean
-    images: one row per run - the flagged classes, the true target's anomaly index and the largest
-    index among the other classes. ``nc_options`` go to Neural Cleanse."""
+    images: one row per run - the flagged classes, whether the target is one of them, the target's
+    anomaly index, the largest index among the other classes and how many classes never reached
+    the target rate. ``nc_options`` go to Neural Cleanse."""
     rows = []
     for seed, target in runs:
         result = run_attack(replace(exp, seed=seed, target_label=target), device)
         report = cleanse_report(reversed_triggers(result, x_clean, **nc_options), anomaly_threshold)
         others = np.delete(report.anomaly_index, target)
-        rows.append({"seed": seed, "target_label": target, "asr": result.asr,
+        rows.append({"seed": seed, "target": target, "asr": result.asr,
                      "flagged": ", ".join(map(str, report.flagged)) or "none",
-                     "target_flagged": target in report.flagged,
-                     "target_anomaly_index": float(report.anomaly_index[target]),
-                     "max_other_anomaly_index": float(np.nanmax(others)) if np.isfinite(others).any() else np.nan,
+                     "target_hit": target in report.flagged,
+                     "target_index": float(report.anomaly_index[target]),
+                     "max_other_index": float(np.nanmax(others)) if np.isfinite(others).any() else np.nan,
                      "unreached": len(report.unreached)})
     return pd.DataFrame(rows)
 

@@ -53,6 +53,13 @@ def test_raw_tex_and_overflowing_code_are_problems(chapter_site):
     assert any("runs past its cell" in p for p in report.problems)
 
 
+def test_a_table_wider_than_its_cell_is_a_problem(chapter_site):
+    cells = "".join(f"<td>{i:,}</td>" for i in range(100_000, 100_040))
+    report = chapter_site(f"<div class='cell_output' style='width: 300px'><table><tr><th>seed</th></tr>"
+                          f"<tr>{cells}</tr></table><img src='data:image/png;base64,{PNG}'></div>")
+    assert any("table wider than its cell: 'seed'" in p for p in report.problems)
+
+
 def test_check_fails_loudly_on_an_empty_build(tmp_path):
     with pytest.raises(SystemExit, match="no pages"):
         site.check(tmp_path, tmp_path / "shots")
