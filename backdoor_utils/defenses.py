@@ -177,8 +177,9 @@ def reverse_engineer_trigger(
     dev = next(model.parameters()).device
     early_stop_patience = 5 * patience if early_stop_patience is None else early_stop_patience
     g = torch.Generator().manual_seed(seed + label)
-    x_fit = x_clean[:n_samples].to(dev)
-    x_eval = x_clean[n_samples : n_samples + n_eval].to(dev) if len(x_clean) > n_samples else x_fit
+    fast = torch.channels_last  # the layout the (channels-last) model's kernels want
+    x_fit = x_clean[:n_samples].to(dev).contiguous(memory_format=fast)
+    x_eval = x_clean[n_samples : n_samples + n_eval].to(dev).contiguous(memory_format=fast) if len(x_clean) > n_samples else x_fit
     mask_raw = torch.atanh((torch.rand(28, 28, generator=g) - 0.5) * (2 - 1e-6)).to(dev).requires_grad_(True)
     pattern_raw = torch.atanh((torch.rand(28, 28, generator=g) - 0.5) * (2 - 1e-6)).to(dev).requires_grad_(True)
     opt = torch.optim.Adam([mask_raw, pattern_raw], lr=lr, betas=(0.5, 0.9))

@@ -132,7 +132,8 @@ def train_cached(spec: dict, train_fn, kind: str = "models", sources=CORE_SOURCE
 def model_from_state(state: dict, device: str = "auto") -> SimpleCNN:
     model = SimpleCNN()
     model.load_state_dict(state)
-    return model.to(resolve_device(device)).eval()
+    # channels-last like a freshly trained model: the same kernels, and twice as fast on a CPU
+    return model.to(resolve_device(device)).to(memory_format=torch.channels_last).eval()
 
 
 def poisoned_training_set(exp: Experiment, splits: Splits) -> PoisonedDataset | None:
