@@ -58,11 +58,15 @@ def failure_reason(run: dict, ratio_threshold: float = 1.0) -> str:
         reason = (f"no candidate cluster holds even half of the {n} poisons (the best holds {held}): "
                   "the chosen k mixes them with genuine digits")
     elif not run["best_candidate_flagged"]:
-        l, p = run["best_candidate_l"], run["best_candidate_p"]
-        reason = (f"{held} of the {n} poisons form a cluster of {run['best_candidate_size']:,}, but the "
-                  f"reclassifier - trained with the other {n - held} poisons still in - calls {l} of them "
-                  f"the target against {p} for the most common other class, so l / p = {l / max(p, 1):.2f} "
-                  f"> T = {ratio_threshold:g} keeps the cluster")
+        l, p, size = run["best_candidate_l"], run["best_candidate_p"], run["best_candidate_size"]
+        if held >= size / 2:  # the poisons' own cluster
+            reason = (f"{held} of the {n} poisons form a cluster of {size:,}, but the reclassifier - trained "
+                      f"with the other {n - held} poisons still in - calls {l} of them the target")
+        else:
+            reason = (f"{held} of the {n} poisons fall in a cluster of {size:,} images that are mostly genuine "
+                      f"digits, and the reclassifier calls {l} of them the target")
+        reason += (f" against {p} for the most common other class, so l / p = {l / max(p, 1):.2f} "
+                   f"> T = {ratio_threshold:g} keeps the cluster")
     else:
         reason = f"the poisons' cluster is caught, but it holds only {held} of the {n} poisons"
     false_alarms = run["n_flagged"] - round(run["recall"] * n)

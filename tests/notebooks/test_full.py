@@ -61,15 +61,16 @@ def test_05_detection_targets(full):
     assert v["clean_flagged_fraction"] <= 0.01
 
 
-@pytest.mark.xfail(reason="missed (2026-11-25, AVX2 CPU): seed 3 / target 7 gives F1 0.000 - silhouette picks "
-                   "k = 2 (0.209 vs 0.196 for k = 3) and the poisons split across two halves of genuine 7s; "
-                   "at k = 3 they would form their own cluster (538 of 540)")
+@pytest.mark.xfail(reason="missed (2026-11-25, AVX2 CPU): F1 0.9925 / 0.9972 / 0 / 0 / 0 over the five runs - "
+                   "seed 2 / target 0: the poisons' own cluster (511 of 540) is kept because the reclassifier learns "
+                   "the trigger from the 29 left (l/p 1.58); seeds 3/7 and 4/3: silhouette picks k = 2 and the "
+                   "poisons are split inside halves of genuine digits")
 def test_05_detection_holds_on_every_run(full):
     assert full("05_activation_clustering")["f1_min"] >= 0.95
 
 
-@pytest.mark.xfail(reason="missed (2026-11-25, AVX2 CPU): the 6-8 poisons the detector misses keep the backdoor "
-                   "after removal and retraining (ASR 0.158-0.383, CA 0.991)")
+@pytest.mark.xfail(reason="missed (2026-11-25, AVX2 CPU): the 8 poisons the detector misses keep the backdoor "
+                   "after removal and retraining (ASR 0.383, CA 0.991); relabelling instead reaches ASR 0.0089")
 def test_05_removal_repairs(full):
     v = full("05_activation_clustering")
     assert v["asr_after"] <= 0.05 and v["clean_acc_after"] >= 0.985
