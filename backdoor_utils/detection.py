@@ -140,12 +140,12 @@ def reclassification_verdict(predictions: np.ndarray, label: int, ratio_threshol
     return {"l": agree, "p": p, "l_over_p": ratio, "source_class": source, "flagged": bool(p > 0 and ratio <= ratio_threshold)}
 
 
-def source_classes(model, x: torch.Tensor, label: int, batch_size: int = 2048) -> np.ndarray:
+def source_classes(model, x: torch.Tensor, label: int) -> np.ndarray:
     """Each image's most likely class other than ``label`` under ``model`` (fp32): the source class
     of one image of a poisoned cluster."""
+    penultimate = activations(model, x)  # batched, fp32
     with torch.no_grad():
-        logits = torch.cat([model.classifier(activations(model, x[s : s + batch_size]).to(model.classifier.weight.device))
-                            .float().cpu() for s in range(0, len(x), batch_size)])
+        logits = model.classifier(penultimate.to(model.classifier.weight.device)).float().cpu()
     logits[:, label] = -float("inf")
     return logits.argmax(1).numpy()
 
