@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from torch.nn.utils import prune
 from tqdm.auto import tqdm
 
 from .data import Splits
-from .metrics import attack_success_rate, clean_accuracy
+from .metrics import attack_success_rate, clean_accuracy, non_target_mask
 from .models import SimpleCNN
 from .training import TrainConfig, activations, predict, train_model
 
@@ -54,6 +54,47 @@ def defense_metrics(model, defender: DefenderData, splits: Splits, trigger, targ
     return {"val_acc": accuracy(model, defender.x_select, defender.y_select),
             "clean_acc": clean_accuracy(model, splits.x_test, splits.y_test),
             "asr": attack_success_rate(model, splits.x_test, splits.y_test, trigger, target_label)}
+
+
+def _same_convs(a: SimpleCNN, b: SimpleCNN) -> bool:
+    return all(torch.equal(p.detach().cpu(), q.detach().cpu())
+               for layer in ("conv1", "conv2") for p, q in zip(getattr(a, layer).parameters(), getattr(b, layer).parameters()))
+
+
+class SharedConvMetrics:
+    """Accuracies of many variants of one model that differ only after its conv layers (a pruned
+    channel mask, pruned fc weights): every image set passes through the conv layers once, and each
+    variant runs only its head on those features.
+
+    ``sets`` maps a metric name to ``(images, labels)``, where ``labels`` may be one class for all
+    (the ASR's target). Exact, not an approximation: the variants' own forward passes compute the
+    same conv features. A variant whose conv weights differ from the base model's is refused.
+    """
+
+    def __init__(self, model: SimpleCNN, sets: dict):
+        self.model = model
+        self.sets = {name: (activations(model, x, layer="conv"), labels) for name, (x, labels) in sets.items()}
+
+    @classmethod
+    def of_defense(cls, model: SimpleCNN, defender: DefenderData, splits: Splits, trigger, target_label: int):
+        """The three numbers of :func:`defense_metrics`."""
+        keep = non_target_mask(splits.y_test, target_label)
+        return cls(model, {"val_acc": (defender.x_select, defender.y_select),
+                           "clean_acc": (splits.x_test, splits.y_test),
+                           "asr": (trigger.apply(splits.x_test[keep]), target_label)})
+
+    @torch.inference_mode()
+    def __call__(self, variant: SimpleCNN) -> dict:
+        if not _same_convs(self.model, variant):
+            raise ValueError("variant: its conv layers differ from the base model's; use defense_metrics")
+        variant.eval()
+        dev = next(variant.parameters()).device
+        out = {}
+        for name, (features, labels) in self.sets.items():
+            preds = torch.cat([variant.head(features[s : s + 4096].to(dev)).argmax(1).cpu()
+                               for s in range(0, len(features), 4096)])
+            out[name] = float((preds == labels).float().mean())
+        return out
 
 
 # --- fine-pruning ------------------------------------------------------------------------------
@@ -111,13 +152,19 @@ def fc_pruned(model: SimpleCNN, amount: float) -> SimpleCNN:
 
 def validation_curve(model: SimpleCNN, ranking: torch.Tensor, defender: DefenderData) -> list[float]:
     """Clean selection accuracy after pruning the first n channels of ``ranking``, n = 0..63."""
-    return [accuracy(pruned(model, ranking[:n]), defender.x_select, defender.y_select) for n in range(len(ranking))]
+    return _selection_accuracies(model, defender, [pruned(model, ranking[:n]) for n in range(len(ranking))])
+
+
+def _selection_accuracies(model: SimpleCNN, defender: DefenderData, variants) -> list[float]:
+    """Clean selection accuracy of head-only ``variants`` of ``model`` (conv features computed once)."""
+    measure = SharedConvMetrics(model, {"val_acc": (defender.x_select, defender.y_select)})
+    return [measure(variant)["val_acc"] for variant in variants]
 
 
 def choose_fc_amount(model: SimpleCNN, defender: DefenderData, amounts, max_val_drop: float) -> float:
     """The study's fc-layer pruning with Liu et al.'s rule: the largest of the increasing
     ``amounts`` before the first whose clean selection accuracy drops more than ``max_val_drop``."""
-    curve = [accuracy(fc_pruned(model, a), defender.x_select, defender.y_select) for a in amounts]
+    curve = _selection_accuracies(model, defender, [fc_pruned(model, a) for a in amounts])
     return amounts[choose_prune_count(curve, max_val_drop)]
 
 
@@ -154,94 +201,149 @@ def _attack_rate(model, x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tens
     return hits / max(len(x), 1)
 
 
-def reverse_engineer_trigger(
-    model: SimpleCNN, x_clean: torch.Tensor, label: int, steps: int = 1000, n_samples: int = 1000,
+@dataclass
+class _Schedule:
+    """One class's cost schedule and early stop, as in the released code (see
+    :func:`reverse_engineer_triggers`)."""
+
+    patience: int
+    init_cost: float
+    multiplier: float
+    early_stop_patience: int
+    cost: float = 0.0
+    set_count: int = 0
+    up_count: int = 0
+    down_count: int = 0
+    stop_count: int = 0
+    went_up: bool = False
+    went_down: bool = False
+    stop_best: float = float("inf")
+    best_l1: float = float("inf")  # the smallest L1 of a successful step so far (the released code's reg_best)
+    candidates: list = field(default_factory=list)  # (l1, mask, pattern) of every successful step
+    steps_run: int = 0
+
+    def update(self, success: bool) -> bool:
+        """Advance after one step; True when the optimisation should stop."""
+        if self.candidates:
+            self.stop_count = self.stop_count + 1 if self.best_l1 >= self.stop_best else 0
+        self.stop_best = min(self.stop_best, self.best_l1)
+        if self.went_up and self.went_down and self.stop_count >= self.early_stop_patience:
+            return True
+        if self.cost == 0 and success:
+            self.set_count += 1
+            if self.set_count >= self.patience:
+                self.cost, self.up_count, self.down_count = self.init_cost, 0, 0
+                self.went_up = self.went_down = False
+        else:
+            self.set_count = 0
+        self.up_count, self.down_count = (self.up_count + 1, 0) if success else (0, self.down_count + 1)
+        if self.up_count >= self.patience:
+            self.up_count, self.cost, self.went_up = 0, self.cost * self.multiplier, True
+        elif self.down_count >= self.patience:
+            self.down_count, self.cost, self.went_down = 0, self.cost / self.multiplier ** 1.5, True
+        return False
+
+
+def reverse_engineer_triggers(
+    model: SimpleCNN, x_clean: torch.Tensor, labels, steps: int = 1000, n_samples: int = 1000,
     batch_size: int = 32, lr: float = 0.1, init_cost: float = 1e-3, target_rate: float = 0.99,
     patience: int = 5, cost_multiplier: float = 1.5, early_stop_patience: int | None = None,
-    n_eval: int = 1000, seed: int = 0,
-) -> ReversedTrigger:
-    """Neural Cleanse's optimisation for one class (Wang et al. 2019 and their released code):
-    min CE(f((1-m) x + m p), label) + cost * |m|_1, mask and pattern through tanh / 2 + 0.5, Adam
-    (lr 0.1, betas 0.5/0.9).
+    n_eval: int = 1000, seed: int = 0, progress: bool = True,
+) -> list[ReversedTrigger]:
+    """Neural Cleanse's optimisation (Wang et al. 2019 and their released code) for each of
+    ``labels``: min CE(f((1-m) x + m p), label) + cost * |m|_1, mask and pattern through
+    tanh / 2 + 0.5, Adam (lr 0.1, betas 0.5/0.9).
 
     One step is a pass over a fixed set of ``n_samples`` clean images in mini-batches; its attack
     success is the mean over that pass. The cost starts at 0 and is set to ``init_cost`` after
     ``patience`` consecutive successful steps (success = rate >= ``target_rate``); then it is
     multiplied by ``cost_multiplier`` after ``patience`` successes in a row and divided by
-    ``cost_multiplier ** 1.5`` after ``patience`` failures in a row. The optimisation stops early
-    once the cost has gone both up and down and the best L1 has not improved for
-    ``early_stop_patience`` steps (default 5 x patience). Deviation: a step's candidate mask is
-    re-evaluated on a fixed evaluation set (``n_eval`` other clean images) before it can become the
-    best, instead of trusting the running mean of a pass during which the mask was still moving.
+    ``cost_multiplier ** 1.5`` after ``patience`` failures in a row. A class stops early once its
+    cost has gone both up and down and its best L1 has not improved for ``early_stop_patience``
+    steps (default 5 x patience). Deviation: the released code keeps the smallest mask of a
+    successful step, trusting the running mean of a pass during which the mask was still moving;
+    here every successful step's mask is a candidate, and the result is the smallest candidate
+    that also sends ``target_rate`` of a fixed evaluation set (``n_eval`` other clean images) to
+    the label - checked from the smallest up, after the optimisation.
+
+    The classes are optimised side by side, each with its own mask, pattern, image order, cost and
+    stop: one forward/backward pass carries a mini-batch for every class still running. Their
+    losses are summed, so each class's gradient (and Adam's element-wise update) is its own.
     """
+    labels = [int(c) for c in labels]
     dev = next(model.parameters()).device
     early_stop_patience = 5 * patience if early_stop_patience is None else early_stop_patience
-    g = torch.Generator().manual_seed(seed + label)
     fast = torch.channels_last  # the layout the (channels-last) model's kernels want
     x_fit = x_clean[:n_samples].to(dev).contiguous(memory_format=fast)
     x_eval = x_clean[n_samples : n_samples + n_eval].to(dev).contiguous(memory_format=fast) if len(x_clean) > n_samples else x_fit
-    mask_raw = torch.atanh((torch.rand(28, 28, generator=g) - 0.5) * (2 - 1e-6)).to(dev).requires_grad_(True)
-    pattern_raw = torch.atanh((torch.rand(28, 28, generator=g) - 0.5) * (2 - 1e-6)).to(dev).requires_grad_(True)
+    gens = [torch.Generator().manual_seed(seed + c) for c in labels]
+    start = [[torch.rand(28, 28, generator=g) for _ in range(2)] for g in gens]  # mask, pattern per class
+    mask_raw = torch.atanh((torch.stack([s[0] for s in start]) - 0.5) * (2 - 1e-6)).to(dev).requires_grad_(True)
+    pattern_raw = torch.atanh((torch.stack([s[1] for s in start]) - 0.5) * (2 - 1e-6)).to(dev).requires_grad_(True)
     opt = torch.optim.Adam([mask_raw, pattern_raw], lr=lr, betas=(0.5, 0.9))
+    schedules = [_Schedule(patience, init_cost, cost_multiplier, early_stop_patience) for _ in labels]
+    running = list(range(len(labels)))  # positions of the classes still optimising
     grad_state = [p.requires_grad for p in model.parameters()]
     model.eval()
-    cost, best = 0.0, None
-    set_count = up_count = down_count = stop_count = 0
-    went_up = went_down = False
-    stop_best = float("inf")
-    step = 0
     try:
         for p in model.parameters():
             p.requires_grad_(False)
-        for step in range(1, steps + 1):
-            order = torch.randperm(len(x_fit), generator=g).to(dev)
-            hits = 0
+        for step in tqdm(range(1, steps + 1), desc="neural cleanse", leave=False, disable=not progress):
+            if not running:
+                break
+            active = torch.tensor(running, device=dev)
+            target = torch.tensor([labels[i] for i in running], device=dev)
+            cost = torch.tensor([schedules[i].cost for i in running], device=dev)
+            orders = torch.stack([torch.randperm(len(x_fit), generator=gens[i]) for i in running]).to(dev)
+            hits = torch.zeros(len(running), dtype=torch.long, device=dev)
             for s in range(0, len(x_fit), batch_size):
-                xb = x_fit[order[s : s + batch_size]]
-                m, pat = _from_tanh(mask_raw), _from_tanh(pattern_raw)
-                logits = model((1 - m) * xb + m * pat)
-                target = torch.full((len(xb),), label, device=dev)
-                loss = F.cross_entropy(logits, target) + cost * m.sum()
+                xb = x_fit[orders[:, s : s + batch_size]]  # [classes, b, 1, 28, 28]
+                m = _from_tanh(mask_raw[active])[:, None, None]
+                pat = _from_tanh(pattern_raw[active])[:, None, None]
+                stamped = ((1 - m) * xb + m * pat).flatten(0, 1).contiguous(memory_format=fast)
+                logits = model(stamped).view(len(running), -1, 10)
+                ce = F.cross_entropy(logits.transpose(1, 2), target[:, None].expand(-1, logits.shape[1]),
+                                     reduction="none").mean(1)
+                loss = (ce + cost * m.sum((1, 2, 3, 4))).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                hits += int((logits.detach().argmax(1) == label).sum())
-            success = hits / len(x_fit) >= target_rate
+                hits += (logits.detach().argmax(2) == target[:, None]).sum(1)
             with torch.no_grad():
-                m, pat = _from_tanh(mask_raw), _from_tanh(pattern_raw)
-                l1 = float(m.sum())
-            if success and (best is None or l1 < best[2]):
-                rate = _attack_rate(model, x_eval, m, pat, label)
-                if rate >= target_rate:
-                    best = (m.cpu().clone(), pat.cpu().clone(), l1, rate)
-            # early stop: only once a valid trigger exists and the cost has moved both ways
-            best_l1 = best[2] if best else float("inf")
-            if best is not None:
-                stop_count = stop_count + 1 if best_l1 >= stop_best else 0
-            stop_best = min(stop_best, best_l1)
-            if went_up and went_down and stop_count >= early_stop_patience:
-                break
-            # the cost schedule of the released code
-            if cost == 0 and success:
-                set_count += 1
-                if set_count >= patience:
-                    cost, up_count, down_count, went_up, went_down = init_cost, 0, 0, False, False
-            else:
-                set_count = 0
-            up_count, down_count = (up_count + 1, 0) if success else (0, down_count + 1)
-            if up_count >= patience:
-                up_count, cost, went_up = 0, cost * cost_multiplier, True
-            elif down_count >= patience:
-                down_count, cost, went_down = 0, cost / cost_multiplier ** 1.5, True
+                masks, patterns = _from_tanh(mask_raw[active]), _from_tanh(pattern_raw[active])
+            still = []
+            for j, i in enumerate(running):
+                sched = schedules[i]
+                sched.steps_run = step
+                success = int(hits[j]) / len(x_fit) >= target_rate
+                if success:
+                    l1 = float(masks[j].sum())
+                    sched.candidates.append((l1, masks[j].cpu().clone(), patterns[j].cpu().clone()))
+                    sched.best_l1 = min(sched.best_l1, l1)
+                if not sched.update(success):
+                    still.append(i)
+            running = still
     finally:
         for p, flag in zip(model.parameters(), grad_state):
             p.requires_grad_(flag)
-    if best is None:  # never reached the target rate: report the last mask, marked as such
-        with torch.no_grad():
-            m, pat = _from_tanh(mask_raw), _from_tanh(pattern_raw)
-        return ReversedTrigger(label, m.cpu(), pat.cpu(), float(m.sum()), _attack_rate(model, x_eval, m, pat, label),
-                               reached=False, steps_run=step)
-    return ReversedTrigger(label, best[0], best[1], best[2], best[3], reached=True, steps_run=step)
+    out = []
+    for i, (label, sched) in enumerate(zip(labels, schedules)):
+        for l1, mask, pattern in sorted(sched.candidates, key=lambda c: c[0]):
+            rate = _attack_rate(model, x_eval, mask.to(dev), pattern.to(dev), label)
+            if rate >= target_rate:
+                out.append(ReversedTrigger(label, mask, pattern, l1, rate, reached=True, steps_run=sched.steps_run))
+                break
+        else:  # never reached the target rate: report the last mask, marked as such
+            with torch.no_grad():
+                m, pat = _from_tanh(mask_raw[i]), _from_tanh(pattern_raw[i])
+            out.append(ReversedTrigger(label, m.cpu(), pat.cpu(), float(m.sum()), _attack_rate(model, x_eval, m, pat, label),
+                                       reached=False, steps_run=sched.steps_run))
+    return out
+
+
+def reverse_engineer_trigger(model: SimpleCNN, x_clean: torch.Tensor, label: int, **options) -> ReversedTrigger:
+    """:func:`reverse_engineer_triggers` for one class."""
+    return reverse_engineer_triggers(model, x_clean, [label], progress=False, **options)[0]
 
 
 def anomaly_indices(l1_norms, valid=None) -> np.ndarray:
@@ -325,9 +427,8 @@ def unlearn(model: SimpleCNN, data: DefenderData, reversed_trigger: ReversedTrig
 
 def neural_cleanse(model: SimpleCNN, x_clean: torch.Tensor, seed: int = 0, **options) -> list[ReversedTrigger]:
     """Reverse-engineer the smallest trigger of every class (Wang et al. 2019);
-    ``options`` go to :func:`reverse_engineer_trigger`."""
-    return [reverse_engineer_trigger(model, x_clean, label, seed=seed, **options)
-            for label in tqdm(range(10), desc="neural cleanse", leave=False)]
+    ``options`` go to :func:`reverse_engineer_triggers`."""
+    return reverse_engineer_triggers(model, x_clean, range(10), seed=seed, **options)
 
 
 def pack_reversed(triggers: list[ReversedTrigger]) -> dict:

@@ -31,15 +31,27 @@ class SimpleCNN(nn.Module):
         x = torch.relu(self.pool(self.conv1(x)))
         return self._mask(torch.relu(self.conv2(x)))
 
-    def penultimate_activations(self, x: torch.Tensor) -> torch.Tensor:
-        """ReLU output of the 128-unit penultimate layer: [N, 128].
+    def conv_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled ReLU output of the last conv layer, *before* the channel mask: [N, 64, 7, 7].
 
         Max-pooling commutes with ReLU and with the 0/1 channel mask, so both are applied after
         pooling, on a quarter of the elements: the same numbers as conv -> ReLU -> mask -> pool.
         """
         x = torch.relu(self.pool(self.conv1(x)))
-        x = self._mask(torch.relu(self.pool(self.conv2(x))))
-        return torch.relu(self.penultimate(torch.flatten(x, 1)))
+        return torch.relu(self.pool(self.conv2(x)))
+
+    def head_activations(self, features: torch.Tensor) -> torch.Tensor:
+        """The penultimate layer's ReLU output from :meth:`conv_features`: mask -> fc -> ReLU."""
+        return torch.relu(self.penultimate(torch.flatten(self._mask(features), 1)))
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from :meth:`conv_features`: models that differ only in the channel mask or the fc
+        layers share their conv features, so their heads can be evaluated on one set of them."""
+        return self.classifier(self.head_activations(features))
+
+    def penultimate_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """ReLU output of the 128-unit penultimate layer: [N, 128]."""
+        return self.head_activations(self.conv_features(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.penultimate_activations(x))
+        return self.head(self.conv_features(x))

@@ -145,9 +145,11 @@ def predict(model: SimpleCNN, x: torch.Tensor, batch_size: int = 2048, device: s
 
 @torch.inference_mode()
 def activations(model: SimpleCNN, x: torch.Tensor, layer: str = "penultimate", batch_size: int = 2048) -> torch.Tensor:
-    """Float32 activations of ``layer`` ("penultimate" [N,128] or "last_conv" [N,64,14,14])."""
+    """Float32 activations of ``layer``: "penultimate" [N,128], "last_conv" [N,64,14,14] or "conv"
+    (the pooled, unmasked conv features the head reads, [N,64,7,7])."""
     dev = next(model.parameters()).device
-    fn = {"penultimate": model.penultimate_activations, "last_conv": model.last_conv_activations}[layer]
+    fn = {"penultimate": model.penultimate_activations, "last_conv": model.last_conv_activations,
+          "conv": model.conv_features}[layer]
     model.eval()
     out = [fn(_prepare(x[s : s + batch_size], dev)).float().cpu() for s in range(0, len(x), batch_size)]
     return torch.cat(out)

@@ -1,5 +1,7 @@
 """Fine-pruning's stopping rule, Neural Cleanse's anomaly index and its optimisation."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -58,13 +60,13 @@ def planted(splits):
             "clean": train_model(x, y, config, "cpu"), "x_clean": splits.x_val[:1000], "trigger": trigger}
 
 
-NC_SMALL = {"steps": 150, "n_samples": 128, "batch_size": 32, "n_eval": 256}
+NC_SMALL = {"steps": 60, "n_samples": 96, "batch_size": 32, "n_eval": 256}
 
 
 def test_neural_cleanse_singles_out_the_planted_target_and_flags_nothing_on_a_clean_model(planted):
-    # measured at this scale (2,000 training images): target mask L1 about 12 against a median of
-    # about 90, but the other classes' masks spread so widely (40-300) that the anomaly index stays
-    # near 1; the threshold-2 flag is asserted at full scale (make test-full)
+    # measured at this scale (2,000 training images, 60 steps; AVX2, 2026-11-26): target mask L1
+    # 13 against a median of 146, but the other classes' masks spread so widely (46-316) that the
+    # anomaly index stays near 1 (1.03); the threshold-2 flag is asserted at full scale (make test-full)
     backdoored = defenses.cleanse_report(defenses.neural_cleanse(planted["backdoored"], planted["x_clean"], **NC_SMALL))
     l1 = backdoored.l1
     assert int(np.argmin(l1)) == 0 and int(np.nanargmax(backdoored.anomaly_index)) == 0, backdoored.table()
@@ -86,3 +88,32 @@ def test_a_class_that_never_reaches_the_rate_is_reported_as_such(planted):
     rev = defenses.reverse_engineer_trigger(planted["clean"], planted["x_clean"], 3, steps=1, n_samples=64,
                                             batch_size=64, target_rate=1.01)
     assert rev.reached is False and rev.steps_run == 1
+
+
+def test_shared_conv_metrics_equal_the_full_evaluation_of_pruned_variants(planted, splits):
+    model, trigger = planted["backdoored"], planted["trigger"]
+    splits = SimpleNamespace(x_test=splits.x_test[:2000], y_test=splits.y_test[:2000], x_val=splits.x_val, y_val=splits.y_val)
+    defender = defenses.DefenderData(splits.x_val[:500], splits.y_val[:500], splits.x_val[-500:], splits.y_val[-500:])
+    shared = defenses.SharedConvMetrics.of_defense(model, defender, splits, trigger, 0)
+    ranking = defenses.channel_ranking(model, defender.x_tune)
+    variants = [model, defenses.pruned(model, ranking[:40]), defenses.pruned(model, ranking[:62]), defenses.fc_pruned(model, 0.95)]
+    for variant in variants:
+        full = defenses.defense_metrics(variant, defender, splits, trigger, 0)
+        assert shared(variant) == pytest.approx(full, abs=1e-9)
+    assert shared(variants[2]) != shared(model)  # 62 pruned channels change the numbers
+    assert defenses.validation_curve(model, ranking, defender)[40] == pytest.approx(shared(variants[1])["val_acc"])
+    tuned = defenses.fine_tune(model, defender, epochs=1, device="cpu")
+    with pytest.raises(ValueError, match="conv layers differ"):
+        shared(tuned)
+
+
+def test_classes_optimised_side_by_side_match_one_at_a_time(planted):
+    # each class has its own mask, pattern, image order and cost: optimising them in one batch
+    # gives what optimising each alone gives
+    opts = {"steps": 6, "n_samples": 64, "batch_size": 32, "n_eval": 64, "target_rate": 0.5}
+    model, x = planted["backdoored"], planted["x_clean"]
+    together = defenses.reverse_engineer_triggers(model, x, [0, 3, 7], **opts)
+    for rev in together:
+        alone = defenses.reverse_engineer_trigger(model, x, rev.label, **opts)
+        assert torch.allclose(rev.mask, alone.mask, atol=1e-4), rev.label
+        assert (rev.reached, rev.steps_run) == (alone.reached, alone.steps_run)
