@@ -18,7 +18,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA, FastICA
 from sklearn.metrics import silhouette_score
 
-from .training import TrainConfig, activations, predict
+from .training import TrainConfig, activations, predict, train_model
 
 
 @dataclass
@@ -152,7 +152,7 @@ def source_classes(model, x: torch.Tensor, label: int) -> np.ndarray:
 
 def exclusionary_reclassification(
     clusterings: list[ClassClustering], x: torch.Tensor, y: torch.Tensor, size_threshold: float = 0.35,
-    ratio_threshold: float = 1.0, epochs: int = 2, seed: int = 0, device: str = "auto",
+    ratio_threshold: float = 1.0, epochs: int = 2, seed: int = 0, device: str = "auto", train=None,
 ) -> Reclassification:
     """Chen et al.'s exclusionary reclassification, done once for all candidates.
 
@@ -165,9 +165,11 @@ def exclusionary_reclassification(
     Deviations from the paper: one reclassifier for all candidates instead of one per cluster (the
     same rule, ten times cheaper); a source class per image instead of the cluster's class C, since
     an all-to-one attack draws its poisons from nine classes.
-    """
-    from .experiments import CORE_SOURCES, train_on_data_cached  # the reclassifier is cached like every model
 
+    ``train(x, y, config, device)`` trains the reclassifier: :func:`train_model` by default; the
+    orchestration passes a cached trainer.
+    """
+    train = train or (lambda xs, ys, config, dev: train_model(xs, ys, config, dev, desc="reclassifier"))
     candidates = candidate_clusters(clusterings, size_threshold)
     flags = np.zeros(len(y), dtype=bool)
     sources = np.full(len(y), -1, dtype=np.int64)
@@ -177,8 +179,7 @@ def exclusionary_reclassification(
     for _, _, idx in candidates:
         excluded[idx] = True
     keep = torch.from_numpy(~excluded)
-    model = train_on_data_cached(x[keep], y[keep], TrainConfig(epochs=epochs, seed=seed), device, desc="reclassifier",
-                                 sources=CORE_SOURCES + ("detection.py",))
+    model = train(x[keep], y[keep], TrainConfig(epochs=epochs, seed=seed), device)
     table = []
     for label, cluster, idx in candidates:
         images = x[torch.from_numpy(idx)]
@@ -204,7 +205,8 @@ class Detection:
 
 def detect_poison(model, x: torch.Tensor, y: torch.Tensor, max_clusters: int = 5, n_components: int = 10,
                   reduction: str = "ica", seed: int = 0, reclassify_epochs: int = 2, device: str = "auto",
-                  min_silhouette: float = 0.15, size_threshold: float = 0.35, ratio_threshold: float = 1.0) -> Detection:
+                  min_silhouette: float = 0.15, size_threshold: float = 0.35, ratio_threshold: float = 1.0,
+                  train=None) -> Detection:
     """Activation clustering with k chosen by silhouette (a label may stay whole), decided by the
     paper's exclusionary reclassification. Uses only the model, the training images and their
     (possibly poisoned) labels."""
@@ -213,4 +215,4 @@ def detect_poison(model, x: torch.Tensor, y: torch.Tensor, max_clusters: int = 5
                                       min_silhouette=min_silhouette)
     return Detection(clusterings, exclusionary_reclassification(
         clusterings, x, y, size_threshold=size_threshold, ratio_threshold=ratio_threshold,
-        epochs=reclassify_epochs, seed=seed, device=device))
+        epochs=reclassify_epochs, seed=seed, device=device, train=train))

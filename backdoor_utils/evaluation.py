@@ -6,8 +6,6 @@ uses them only to *score* what a detector or defense decided without them.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pandas as pd
 import torch
@@ -27,11 +25,16 @@ def training_set(result: AttackResult) -> tuple[torch.Tensor, torch.Tensor, torc
     return result.poisoned.x, result.poisoned.y, result.poisoned.is_poison
 
 
+def _cached_reclassifier(x, y, config, device):
+    """Exclusionary reclassification's model, cached like every model (keyed on detection.py too)."""
+    return train_on_data_cached(x, y, config, device, desc="reclassifier", sources=CORE_SOURCES + ("detection.py",))
+
+
 def detect_and_score(result: AttackResult, **options) -> tuple[Detection, dict]:
     """Activation clustering (:func:`~backdoor_utils.detection.detect_poison`) on the training set
     of ``result``, then precision / recall / F1 against the true flags and the flagged share."""
     x, y, truth = training_set(result)
-    found = detect_poison(result.model, x, y, **options)
+    found = detect_poison(result.model, x, y, train=_cached_reclassifier, **options)
     return found, {**detection_scores(truth, found.flags), "flagged_fraction": float(found.flags.float().mean())}
 
 
@@ -82,7 +85,7 @@ def detection_over_runs(exp: Experiment, runs, **options) -> pd.DataFrame:
     to :func:`~backdoor_utils.detection.detect_poison` (with ``device`` also used for training)."""
     rows = []
     for seed, target in runs:
-        result = run_attack(replace(exp, seed=seed, target_label=target), options.get("device", "auto"))
+        result = run_attack(exp.with_(seed=seed, target_label=target), options.get("device", "auto"))
         found, scores = detect_and_score(result, **{**options, "seed": seed})
         row = {"seed": seed, "target_label": target, "asr": result.asr, **scores,
                **where_the_poisons_went(found, training_set(result)[2])}
@@ -99,7 +102,7 @@ def cleanse_over_runs(exp: Experiment, runs, x_clean: torch.Tensor, anomaly_thre
     the target rate. ``nc_options`` go to Neural Cleanse."""
     rows = []
     for seed, target in runs:
-        result = run_attack(replace(exp, seed=seed, target_label=target), device)
+        result = run_attack(exp.with_(seed=seed, target_label=target), device)
         report = cleanse_report(reversed_triggers(result, x_clean, **nc_options), anomaly_threshold)
         others = np.delete(report.anomaly_index, target)
         rows.append({"seed": seed, "target": target, "asr": result.asr,

@@ -7,37 +7,29 @@ configuration and gets the cached one; run alone, it trains it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, replace
+import inspect
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, attacks
+from .attacks import PoisonedDataset
 from .cache import cache_path, load_cached, save_cached
 from .data import Splits, load_mnist, load_splits
+from .defenses import neural_cleanse, pack_reversed, unpack_reversed
 from .metrics import attack_success_rate, clean_accuracy
 from .models import SimpleCNN
-from .poisoning import PoisonedDataset, poison_dataset
 from .training import TrainConfig, resolve_device, train_model, training_precision
-from .triggers import (
-    BlurTrigger,
-    LearnedPatchTrigger,
-    NoiseTrigger,
-    PatchTrigger,
-    corner_patch,
-    study_patch,
-)
 
-#: Attack names accepted by :class:`Experiment`.
-ATTACKS = ("none", "patch", "study_patch", "noise", "blur", "study_blur", "learned", "initial_patch")
-
-
-#: Modules whose source shapes every trained model (the core, plus this orchestration module).
-CORE_SOURCES = ("data.py", "models.py", "training.py", "triggers.py", "poisoning.py", "experiments.py")
+#: Modules whose source shapes every trained model (the core, the attack protocol, and this
+#: orchestration module); an attack's own module is added for its models.
+CORE_SOURCES = ("data.py", "models.py", "training.py", "attacks/base.py", "experiments.py")
 
 
 def source_digest(names=CORE_SOURCES) -> str:
-    """Hash of the package modules ``names``: an edit to any of them invalidates the cache entry."""
+    """Hash of the modules ``names`` (paths relative to the package, or absolute): an edit to any
+    of them invalidates the cache entry."""
     here = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     for name in sorted(names):
@@ -45,9 +37,20 @@ def source_digest(names=CORE_SOURCES) -> str:
     return digest.hexdigest()[:16]
 
 
-@dataclass(frozen=True)
+def module_source(obj) -> str:
+    """The source file defining ``obj``'s class, relative to the package when inside it."""
+    package = Path(attacks.__file__).resolve().parent.parent
+    path = Path(inspect.getfile(type(obj))).resolve()
+    return str(path.relative_to(package)) if path.is_relative_to(package) else str(path)
+
+
+@dataclass(frozen=True, init=False)
 class Experiment:
-    """Everything that determines one (possibly backdoored) model."""
+    """Everything that determines one (possibly backdoored) model: the attack's name and its own
+    parameters (``attacks.get(attack, **params)``), the poisoning and the training run.
+
+    ``Experiment("noise", eps=4 / 255, poison_rate=0.01)``; ``attack="none"`` is the clean model.
+    """
 
     attack: str = "patch"
     target_label: int = 0
@@ -55,41 +58,59 @@ class Experiment:
     epochs: int = 5
     n_train: int | None = None
     seed: int = 0
-    patch_size: int = 3
-    eps: float = 8 / 255
-    blur_sigma: float = 1.0
-    blur_kernel: int = 5
+    params: tuple = ()  # the attack's own parameters as sorted (name, value) pairs
+
+    def __init__(self, attack: str = "patch", target_label: int = 0, poison_rate: float = 0.01, epochs: int = 5,
+                 n_train: int | None = None, seed: int = 0, params=(), **attack_params):
+        merged = {**dict(params), **attack_params}
+        if attack == "none" and merged:
+            raise ValueError(f"{sorted(merged)[0]}: the clean model ('none') takes no attack parameters")
+        if attack != "none":
+            attacks.get(attack, **merged)  # checks the name and every parameter now, before training
+        for name, value in (("attack", attack), ("target_label", target_label), ("poison_rate", poison_rate),
+                            ("epochs", epochs), ("n_train", n_train), ("seed", seed),
+                            ("params", tuple(sorted(merged.items())))):
+            object.__setattr__(self, name, value)
+
+    @property
+    def method(self) -> attacks.Attack | None:
+        """The attack object (None for the clean model)."""
+        return None if self.attack == "none" else attacks.get(self.attack, **dict(self.params))
 
     def trigger(self):
         """The (initial) trigger of this attack; None for the clean model."""
-        return {
-            "none": lambda: None,
-            "patch": lambda: corner_patch(self.patch_size),
-            "study_patch": study_patch,
-            "noise": lambda: NoiseTrigger(eps=self.eps),
-            "blur": lambda: BlurTrigger(self.blur_kernel, self.blur_sigma),
-            "study_blur": lambda: BlurTrigger(self.blur_kernel, self.blur_sigma, region=7),
-            "learned": lambda: LearnedPatchTrigger(size=self.patch_size, row=27 - self.patch_size, col=27 - self.patch_size, init_seed=self.seed),
-            # the control for the learned patch: its own initial values, frozen (never trained)
-            "initial_patch": lambda: LearnedPatchTrigger(size=self.patch_size, row=27 - self.patch_size, col=27 - self.patch_size, init_seed=self.seed).frozen(),
-        }[self.attack]()
+        return None if self.method is None else self.method.trigger(self.seed)
+
+    def with_(self, **changes) -> "Experiment":
+        """A copy with ``changes`` (run fields or attack parameters). When the attack changes, the
+        old attack's parameters that the new one does not declare are dropped."""
+        run = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "params"}
+        params = dict(self.params)
+        new_attack = changes.get("attack", self.attack)
+        if new_attack != self.attack:
+            known = set() if new_attack == "none" else {f.name for f in fields(attacks.REGISTRY.get(new_attack, attacks.Attack))}
+            params = {k: v for k, v in params.items() if k in known}
+        for name, value in changes.items():
+            (run if name in run else params)[name] = value
+        return Experiment(**run, **params)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, seed=self.seed)
 
+    def sources(self) -> tuple:
+        """The package sources that shape this experiment's model (core + the attack's module)."""
+        return CORE_SOURCES if self.method is None else CORE_SOURCES + (module_source(self.method),)
+
     def spec(self) -> dict:
-        """The knobs that matter for this attack, with the trigger's own full spec."""
-        spec = asdict(self)
-        if self.attack == "none":
-            for key in ("target_label", "poison_rate", "patch_size", "eps", "blur_sigma", "blur_kernel"):
-                spec.pop(key)
-        else:
-            spec["trigger"] = self.trigger().spec()
-        return spec
+        """The run's fields with the attack's full spec (name, policy, parameters, trigger)."""
+        if self.method is None:
+            return {"attack": "none", "epochs": self.epochs, "n_train": self.n_train, "seed": self.seed}
+        return {"attack": self.attack, "target_label": self.target_label, "poison_rate": self.poison_rate,
+                "epochs": self.epochs, "n_train": self.n_train, "seed": self.seed, "method": self.method.spec(self.seed)}
 
     def clean(self) -> "Experiment":
         """The same training run without poisoning (the baseline)."""
-        return replace(self, attack="none")
+        return self.with_(attack="none")
 
 
 @dataclass
@@ -137,38 +158,34 @@ def model_from_state(state: dict, device: str = "auto") -> SimpleCNN:
 
 
 def poisoned_training_set(exp: Experiment, splits: Splits) -> PoisonedDataset | None:
-    if exp.attack == "none":
+    """The training set ``exp``'s model is trained on (for a hook-stamped attack: flagged and
+    relabelled, the trigger stamped by the hook during training)."""
+    if exp.method is None:
         return None
-    stamp = None if exp.attack == "learned" else exp.trigger()
-    return poison_dataset(splits.x_train, splits.y_train, stamp, exp.target_label, exp.poison_rate, seed=exp.seed)
+    return exp.method.poison(splits.x_train, splits.y_train, exp.target_label, exp.poison_rate, exp.seed)
 
 
 def run_attack(exp: Experiment, device: str = "auto") -> AttackResult:
     """Poison, train (or load from the cache) and evaluate one experiment."""
     splits = load_splits(exp.n_train)
+    method = exp.method
     poisoned = poisoned_training_set(exp, splits)
-    trigger = exp.trigger()
 
     def train():
-        if exp.attack == "none":
+        if method is None:
             model = train_model(splits.x_train, splits.y_train, exp.train_config(), device, desc="clean model")
             return {"model": model.cpu().state_dict()}
-        learned = trigger if exp.attack == "learned" else None
-        model = train_model(
-            poisoned.x, poisoned.y, exp.train_config(), device,
-            learned_trigger=learned, poison_mask=poisoned.is_poison if learned else None, desc=f"{exp.attack} attack",
-        )
-        payload = {"model": model.cpu().state_dict()}
-        if learned is not None:
-            payload["trigger_logits"] = learned.logits.detach().cpu()
-        return payload
+        hook = method.training_hook(poisoned, exp.seed)
+        model = train_model(poisoned.x, poisoned.y, exp.train_config(), device, hook=hook, desc=f"{exp.attack} attack")
+        return {"model": model.cpu().state_dict(), **({"hook": hook.state()} if hook is not None else {})}
 
-    payload, from_cache = train_cached({"kind": "attack", **exp.spec()}, train, device=device)
+    payload, from_cache = train_cached({"kind": "attack", **exp.spec()}, train, sources=exp.sources(), device=device)
     model = model_from_state(payload["model"], device)
-    if exp.attack == "learned":
-        trigger = LearnedPatchTrigger(trigger.size, trigger.row, trigger.col, logits=payload["trigger_logits"]).frozen()
-        # the poisoned set as it stands at the end of training: the final patch on the same samples
-        poisoned = poison_dataset(splits.x_train, splits.y_train, trigger, exp.target_label, exp.poison_rate, seed=exp.seed)
+    trigger = exp.trigger()
+    if "hook" in payload:
+        trigger = method.trained_trigger(payload["hook"], exp.seed)
+        # the poisoned set as it stands at the end of training: the final trigger on the same samples
+        poisoned = method.poison(splits.x_train, splits.y_train, exp.target_label, exp.poison_rate, exp.seed, trigger=trigger)
     ca = clean_accuracy(model, splits.x_test, splits.y_test)
     asr = None if trigger is None else attack_success_rate(model, splits.x_test, splits.y_test, trigger, exp.target_label)
     return AttackResult(exp, model, trigger, poisoned, splits, ca, asr, from_cache)
@@ -184,7 +201,8 @@ def retrain_without(result: AttackResult, remove: torch.Tensor, device: str = "a
         model = train_model(poisoned.x[keep], poisoned.y[keep], exp.train_config(), device, desc="retrain")
         return {"model": model.cpu().state_dict()}
 
-    payload, _ = train_cached({"kind": "retrain", **exp.spec(), "removed": removed_hash}, train, device=device)
+    payload, _ = train_cached({"kind": "retrain", **exp.spec(), "removed": removed_hash}, train, sources=exp.sources(),
+                              device=device)
     return model_from_state(payload["model"], device)
 
 
@@ -200,7 +218,7 @@ def sweep(exp: Experiment, field: str, values, device: str = "auto"):
     """Run ``exp`` once per value of ``field`` (cached); return (results, pandas DataFrame)."""
     import pandas as pd
 
-    results = [run_attack(replace(exp, **{field: value}), device) for value in values]
+    results = [run_attack(exp.with_(**{field: value}), device) for value in values]
     table = pd.DataFrame([{field: v, **summary(r)} for v, r in zip(values, results)])
     return results, table.loc[:, ~table.columns.duplicated()]
 
@@ -211,13 +229,11 @@ def reversed_triggers(result: AttackResult, x_clean: torch.Tensor, **options):
     ``options`` are passed to :func:`backdoor_utils.defenses.neural_cleanse` and are part of the
     cache key, as are the clean images and the source of ``defenses.py``.
     """
-    from .defenses import neural_cleanse, pack_reversed, unpack_reversed
-
     x_hash = hashlib.sha256(x_clean.numpy().tobytes()).hexdigest()[:16]
     options = {"seed": result.experiment.seed, **options}
     spec = {"kind": "neural_cleanse", **result.experiment.spec(), "options": options, "clean_data": x_hash}
     payload, _ = train_cached(spec, lambda: pack_reversed(neural_cleanse(result.model, x_clean, **options)),
-                              kind="neural_cleanse", sources=CORE_SOURCES + ("defenses.py",))
+                              kind="neural_cleanse", sources=result.experiment.sources() + ("defenses.py",))
     return unpack_reversed(payload)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +55,19 @@ def training_precision(device: str = "auto") -> str:
     return "bf16" if bf16_native(resolve_device(device).type) else "fp32"
 
 
+class TrainingHook(Protocol):
+    """Something an attack adds to training (a trigger learned with the model, a per-batch
+    transformation): :func:`train_model` optimises its ``parameters()`` with the model's and passes
+    every batch through ``transform(xb, index)`` (``index``: the batch's positions in the training
+    set), knowing nothing else about it."""
+
+    def parameters(self) -> list: ...
+
+    def to(self, device) -> None: ...
+
+    def transform(self, xb: torch.Tensor, index: torch.Tensor) -> torch.Tensor: ...
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a trained model besides the data."""
@@ -75,15 +89,13 @@ def train_model(
     config: TrainConfig = TrainConfig(),
     device: str = "auto",
     model: SimpleCNN | None = None,
-    learned_trigger=None,
-    poison_mask: torch.Tensor | None = None,
+    hook: TrainingHook | None = None,
     desc: str = "training",
 ) -> SimpleCNN:
     """Train (or continue training) a SimpleCNN on float images ``x`` [N,1,28,28] and labels ``y``.
 
-    With ``learned_trigger`` (a :class:`~backdoor_utils.triggers.LearnedPatchTrigger`) and a boolean
-    ``poison_mask``, the trigger is stamped on the flagged samples inside each batch and its
-    parameters are optimised jointly with the model on the same loss.
+    With a ``hook`` (:class:`TrainingHook`), every batch passes through ``hook.transform`` and the
+    hook's parameters are optimised jointly with the model on the same loss.
     """
     dev = resolve_device(device)
     if model is None:
@@ -92,10 +104,9 @@ def train_model(
             model = SimpleCNN()
     model = model.to(dev).to(memory_format=torch.channels_last)
     params = list(model.parameters())
-    if learned_trigger is not None:
-        learned_trigger.logits.data = learned_trigger.logits.data.to(dev)
-        params.append(learned_trigger.logits)
-        poison_mask = poison_mask.to(dev)
+    if hook is not None:
+        hook.to(dev)
+        params += list(hook.parameters())
     optimizer = torch.optim.Adam(params, lr=config.max_lr, weight_decay=config.weight_decay)
     steps_per_epoch = (len(y) + config.batch_size - 1) // config.batch_size
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -110,15 +121,11 @@ def train_model(
         # one shuffled, channels-last copy per epoch; batches are slices of it (no per-batch gather)
         order = torch.randperm(len(y), generator=generator).to(dev)
         xs, ys = x[order].contiguous(memory_format=torch.channels_last), y[order]
-        flags_all = poison_mask[order] if learned_trigger is not None else None
         total = torch.zeros((), device=dev)
         for start in range(0, len(y), config.batch_size):
             xb, yb = xs[start : start + config.batch_size], ys[start : start + config.batch_size]
-            if flags_all is not None:
-                flags = flags_all[start : start + config.batch_size]
-                if flags.any():
-                    xb = torch.where(flags.view(-1, 1, 1, 1), learned_trigger.apply(xb), xb)
-                    xb = xb.contiguous(memory_format=torch.channels_last)
+            if hook is not None:
+                xb = hook.transform(xb, order[start : start + config.batch_size])
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = F.cross_entropy(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)

@@ -75,7 +75,7 @@ def package_copy(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("kind, sources, edited", [
-    ("attack", "CORE", name) for name in ("data.py", "models.py", "training.py", "triggers.py", "poisoning.py", "experiments.py")
+    ("attack", "CORE", name) for name in ("data.py", "models.py", "training.py", "attacks/base.py", "experiments.py")
 ] + [("neural_cleanse", "defenses.py", "defenses.py"), ("reclassifier", "detection.py", "detection.py")])
 def test_cache_key_changes_with_every_source_that_shapes_the_result(package_copy, kind, sources, edited):
     from backdoor_utils import experiments
@@ -121,12 +121,34 @@ def test_cache_key_changes_with_the_cpu_thread_count():
     assert one != two
 
 
-def test_experiment_spec_carries_the_full_trigger_spec():
+def test_experiment_spec_carries_the_attacks_full_spec():
+    from backdoor_utils import attacks
     from backdoor_utils.experiments import Experiment
 
-    for attack in ("patch", "study_patch", "noise", "blur", "study_blur", "learned", "initial_patch"):
+    for attack in attacks.names():
         exp = Experiment(attack=attack)
-        assert exp.spec()["trigger"] == exp.trigger().spec()
+        method = exp.spec()["method"]
+        assert method["trigger"] == exp.trigger().spec()
+        assert method["parameters"] == dict(exp.params) | exp.method.parameters()
+        assert method["policy"] == exp.method.policy
     # a knob that only changes the trigger changes the spec through it
-    assert Experiment(attack="blur").spec()["trigger"] != Experiment(attack="study_blur").spec()["trigger"]
-    assert "trigger" not in Experiment(attack="none").spec()
+    assert Experiment(attack="blur").spec()["method"]["trigger"] != Experiment(attack="study_blur").spec()["method"]["trigger"]
+    assert Experiment("noise", eps=4 / 255).spec() != Experiment("noise").spec()
+    assert "method" not in Experiment(attack="none").spec()
+
+
+def test_an_attacks_own_module_keys_its_models_and_only_its_models(package_copy):
+    from backdoor_utils import experiments
+    from backdoor_utils.experiments import Experiment
+
+    noise, patch = Experiment("noise"), Experiment("patch")
+    assert "attacks/noise.py" in noise.sources() and "attacks/noise.py" not in patch.sources()
+
+    def keys():
+        return [cache.cache_key(experiments.model_spec(e.spec(), e.sources())) for e in (noise, patch)]
+
+    before = keys()
+    with open(package_copy / "attacks" / "noise.py", "a") as handle:
+        handle.write("\n# an edit\n")
+    after = keys()
+    assert after[0] != before[0] and after[1] == before[1]

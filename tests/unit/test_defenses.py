@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from backdoor_utils import defenses, triggers
-from backdoor_utils.poisoning import poison_dataset
+from backdoor_utils import attacks, defenses
+from backdoor_utils.attacks.patch import corner_patch
 from backdoor_utils.training import TrainConfig, train_model
 
 
@@ -52,9 +52,9 @@ def test_prune_count_stops_at_the_first_drop_beyond_the_budget():
 @pytest.fixture(scope="module")
 def planted(splits):
     """A small SimpleCNN with a 3x3 patch backdoor (target 0), a clean twin, and clean images."""
-    trigger = triggers.corner_patch(3)
+    trigger = corner_patch(3)
     x, y = splits.x_train, splits.y_train
-    poisoned = poison_dataset(x, y, trigger, target_label=0, poison_rate=0.1, seed=0)
+    poisoned = attacks.dirty_label(x, y, trigger, target_label=0, poison_rate=0.1, seed=0)
     config = TrainConfig(epochs=4, seed=0)
     return {"backdoored": train_model(poisoned.x, poisoned.y, config, "cpu"),
             "clean": train_model(x, y, config, "cpu"), "x_clean": splits.x_val[:1000], "trigger": trigger}

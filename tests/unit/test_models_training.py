@@ -98,7 +98,7 @@ def test_pooling_before_relu_and_mask_gives_the_reference_numbers():
 
 
 def test_learned_trigger_is_trained_jointly_and_only_on_poisoned_samples(splits):
-    from backdoor_utils.triggers import LearnedPatchTrigger
+    from backdoor_utils.attacks.learned import LearnedPatchHook, LearnedPatchTrigger
 
     x, y = splits.x_train[:512], splits.y_train[:512].clone()
     poison = torch.zeros(512, dtype=torch.bool)
@@ -106,11 +106,10 @@ def test_learned_trigger_is_trained_jointly_and_only_on_poisoned_samples(splits)
     y[poison] = 0
     trigger = LearnedPatchTrigger(size=4, row=23, col=23, init_seed=0)
     before = trigger.logits.detach().clone()
-    train_model(x, y, TrainConfig(epochs=1), "cpu", learned_trigger=trigger, poison_mask=poison)
+    train_model(x, y, TrainConfig(epochs=1), "cpu", hook=LearnedPatchHook(trigger, poison))
     assert not torch.equal(trigger.logits.detach(), before)  # the patch was optimised
     untouched = LearnedPatchTrigger(size=4, row=23, col=23, init_seed=0)
-    train_model(x, y, TrainConfig(epochs=1), "cpu", learned_trigger=untouched,
-                poison_mask=torch.zeros(512, dtype=torch.bool))
+    train_model(x, y, TrainConfig(epochs=1), "cpu", hook=LearnedPatchHook(untouched, torch.zeros(512, dtype=torch.bool)))
     assert torch.equal(untouched.logits.detach(), before)  # no poisoned sample, no gradient
 
 

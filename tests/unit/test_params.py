@@ -10,7 +10,7 @@ from backdoor_utils.params import validate_parameters
         ("poison_rate", 1.5, "open interval (0, 1)"),
         ("target_label", 10, "<= 9"),
         ("target_label", -1, ">= 0"),
-        ("trigger", "laser", "'patch'"),
+        ("attack", "laser", "'patch'"),
         ("epochs", 0, ">= 1"),
         ("n_train", 10, ">= 100"),
         ("blur_kernel", 4, "odd"),

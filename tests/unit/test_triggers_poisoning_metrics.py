@@ -1,14 +1,17 @@
 import pytest
 import torch
 
-from backdoor_utils import metrics, triggers
+from backdoor_utils import attacks, metrics
+from backdoor_utils.attacks.blur import BlurTrigger
+from backdoor_utils.attacks.learned import LearnedPatchTrigger
+from backdoor_utils.attacks.noise import NoiseTrigger
+from backdoor_utils.attacks.patch import corner_patch
 from backdoor_utils.models import SimpleCNN
-from backdoor_utils.poisoning import poison_dataset
 
 
 def test_corner_patch_is_3x3_white_one_pixel_from_corner():
     x = torch.zeros(2, 1, 28, 28)
-    out = triggers.corner_patch(3).apply(x)
+    out = corner_patch(3).apply(x)
     assert out.sum() == 2 * 9
     assert out[0, 0, 24:27, 24:27].eq(1).all()
     assert out[0, 0, 27].sum() == 0 and out[0, 0, :, 27].sum() == 0
@@ -16,30 +19,30 @@ def test_corner_patch_is_3x3_white_one_pixel_from_corner():
 
 
 def test_study_patch_is_really_2x2():
-    out = triggers.study_patch().apply(torch.zeros(1, 1, 28, 28))
+    out = attacks.get("study_patch").trigger().apply(torch.zeros(1, 1, 28, 28))
     assert out.sum() == 4
 
 
 def test_noise_trigger_respects_linf_budget_and_range():
     x = torch.rand(10, 1, 28, 28)
-    trig = triggers.NoiseTrigger(eps=8 / 255)
+    trig = NoiseTrigger(eps=8 / 255)
     out = trig.apply(x)
     assert float((out - x).abs().max()) <= 8 / 255 + 1e-6
     assert out.min() >= 0 and out.max() <= 1
-    assert torch.equal(trig.pattern(), triggers.NoiseTrigger(eps=8 / 255).pattern())  # seeded
+    assert torch.equal(trig.pattern(), NoiseTrigger(eps=8 / 255).pattern())  # seeded
 
 
 def test_blur_trigger_matches_torchvision_and_region_variant_only_touches_corner():
     from torchvision.transforms.functional import gaussian_blur
 
     x = torch.rand(3, 1, 28, 28)
-    assert torch.allclose(triggers.BlurTrigger().apply(x), gaussian_blur(x, [5, 5], [1.0, 1.0]))
-    corner = triggers.BlurTrigger(region=7).apply(x)
+    assert torch.allclose(BlurTrigger().apply(x), gaussian_blur(x, [5, 5], [1.0, 1.0]))
+    corner = BlurTrigger(region=7).apply(x)
     assert torch.equal(corner[..., :21, :], x[..., :21, :])
 
 
 def test_learned_patch_values_stay_in_unit_range_and_get_gradients():
-    trig = triggers.LearnedPatchTrigger(size=4, row=23, col=23)
+    trig = LearnedPatchTrigger(size=4, row=23, col=23)
     trig.logits.data.mul_(100)
     out = trig.apply(torch.rand(2, 1, 28, 28))
     assert out.min() >= 0 and out.max() <= 1
@@ -49,15 +52,15 @@ def test_learned_patch_values_stay_in_unit_range_and_get_gradients():
     assert torch.allclose(frozen.apply(torch.zeros(1, 1, 28, 28))[0, 0, 23:27, 23:27], trig.values().detach())
 
 
-def test_poisoning_relabels_only_non_target_samples_at_the_rate(splits):
-    trig = triggers.corner_patch()
-    p = poison_dataset(splits.x_train, splits.y_train, trig, target_label=0, poison_rate=0.05, seed=0)
+def test_dirty_label_poisoning_relabels_only_non_target_samples_at_the_rate(splits):
+    trig = corner_patch()
+    p = attacks.dirty_label(splits.x_train, splits.y_train, trig, target_label=0, poison_rate=0.05, seed=0)
     assert p.n_poison == round(0.05 * len(splits.y_train))
     assert (p.original_y[p.is_poison] != 0).all()
     assert (p.y[p.is_poison] == 0).all()
     assert torch.equal(p.y[~p.is_poison], splits.y_train[~p.is_poison])
     assert p.x[p.is_poison][:, 0, 24:27, 24:27].eq(1).all()
-    again = poison_dataset(splits.x_train, splits.y_train, trig, 0, 0.05, seed=0)
+    again = attacks.dirty_label(splits.x_train, splits.y_train, trig, 0, 0.05, seed=0)
     assert torch.equal(again.is_poison, p.is_poison)
 
 
@@ -94,9 +97,9 @@ def test_asr_excludes_target_class():
     # target-class images are classified as the target, the others correctly: no backdoor, ASR 0.
     # Counting target-class images would give 0.5.
     model = _TargetForTargetClassOnly(y, target=0)
-    assert metrics.attack_success_rate(model, x, y, triggers.corner_patch(), target_label=0) == 0.0
+    assert metrics.attack_success_rate(model, x, y, corner_patch(), target_label=0) == 0.0
     # a model that always answers 0: every non-target image succeeds
-    assert metrics.attack_success_rate(_Constant(0), x, y, triggers.corner_patch(), target_label=0) == 1.0
+    assert metrics.attack_success_rate(_Constant(0), x, y, corner_patch(), target_label=0) == 1.0
 
 
 def test_clean_accuracy_counts_correct_predictions():

@@ -1,0 +1,12 @@
+"""Backdoor attacks, one module each, found by name: ``attacks.get("noise", eps=4 / 255)``.
+
+A new attack is one module: a frozen dataclass subclassing :class:`~.base.Attack`, decorated with
+:func:`~.base.register`, imported below (or anywhere before it is asked for by name).
+"""
+
+from . import blur, learned, noise, patch  # noqa: F401  (registers the built-in attacks)
+from .base import (POLICIES, REGISTRY, Attack, PoisonedDataset, choose_poison_indices, clean_label, dirty_label, get,
+                   names, parameter_rules, register)
+
+__all__ = ["Attack", "POLICIES", "PoisonedDataset", "REGISTRY", "choose_poison_indices", "clean_label", "dirty_label",
+           "get", "names", "parameter_rules", "register"]
