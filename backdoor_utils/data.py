@@ -16,7 +16,6 @@ import pickle
 import struct
 import subprocess
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path

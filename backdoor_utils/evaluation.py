@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from .defenses import cleanse_report
-from .detection import Detection, detect_poison
+from .detectors.activation_clustering import Detection, detect_poison
 from .experiments import (CORE_SOURCES, AttackResult, Experiment, reversed_triggers, run_attack,
                           train_on_data_cached)
 from .metrics import detection_scores
@@ -26,12 +26,12 @@ def training_set(result: AttackResult) -> tuple[torch.Tensor, torch.Tensor, torc
 
 
 def _cached_reclassifier(x, y, config, device):
-    """Exclusionary reclassification's model, cached like every model (keyed on detection.py too)."""
-    return train_on_data_cached(x, y, config, device, desc="reclassifier", sources=CORE_SOURCES + ("detection.py",))
+    """Exclusionary reclassification's model, cached like every model (keyed on its module too)."""
+    return train_on_data_cached(x, y, config, device, desc="reclassifier", sources=CORE_SOURCES + ("detectors/activation_clustering.py",))
 
 
 def detect_and_score(result: AttackResult, **options) -> tuple[Detection, dict]:
-    """Activation clustering (:func:`~backdoor_utils.detection.detect_poison`) on the training set
+    """Activation clustering (:func:`~backdoor_utils.detectors.activation_clustering.detect_poison`) on the training set
     of ``result``, then precision / recall / F1 against the true flags and the flagged share."""
     x, y, truth = training_set(result)
     found = detect_poison(result.model, x, y, train=_cached_reclassifier, **options)
@@ -82,7 +82,7 @@ def detection_over_runs(exp: Experiment, runs, **options) -> pd.DataFrame:
     """The detector on the attack ``exp`` for every ``(seed, target_label)`` in ``runs`` (each
     its own poisoned training set and model, cached): one row of scores per run, with where the
     poisons went and, for a run below F1 0.9, why it missed (:func:`failure_reason`). ``options`` go
-    to :func:`~backdoor_utils.detection.detect_poison` (with ``device`` also used for training)."""
+    to :func:`~backdoor_utils.detectors.activation_clustering.detect_poison` (with ``device`` also used for training)."""
     rows = []
     for seed, target in runs:
         result = run_attack(exp.with_(seed=seed, target_label=target), options.get("device", "auto"))
@@ -116,7 +116,7 @@ def cleanse_over_runs(exp: Experiment, runs, x_clean: torch.Tensor, anomaly_thre
 
 def retrain_relabelled(result: AttackResult, labels: torch.Tensor, device: str = "auto"):
     """Retrain from scratch, with ``result``'s recipe, on its training images under ``labels``
-    (e.g. :meth:`~backdoor_utils.detection.Reclassification.relabelled`): Chen et al.'s repair that
+    (e.g. :meth:`~backdoor_utils.detectors.activation_clustering.Reclassification.relabelled`): Chen et al.'s repair that
     keeps the flagged images but gives them their source class. Cached like every model."""
     x, _, _ = training_set(result)
     return train_on_data_cached(x, labels, result.experiment.train_config(), device, desc="relabelled",

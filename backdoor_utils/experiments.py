@@ -233,7 +233,7 @@ def reversed_triggers(result: AttackResult, x_clean: torch.Tensor, **options):
     options = {"seed": result.experiment.seed, **options}
     spec = {"kind": "neural_cleanse", **result.experiment.spec(), "options": options, "clean_data": x_hash}
     payload, _ = train_cached(spec, lambda: pack_reversed(neural_cleanse(result.model, x_clean, **options)),
-                              kind="neural_cleanse", sources=result.experiment.sources() + ("defenses.py",))
+                              kind="neural_cleanse", sources=result.experiment.sources() + ("defenses/neural_cleanse.py",))
     return unpack_reversed(payload)
 
 

@@ -7,7 +7,7 @@ data is loaded or any model is trained.
 from __future__ import annotations
 
 from . import attacks
-from .checks import (choice, device, integer, list_of, odd_kernel, open_unit, positive, seed_target_pairs,
+from .checks import (choice, device, integer, list_of, open_unit, positive, seed_target_pairs,
                      silhouette)
 
 #: The rule for every parameter any chapter may declare besides the attacks' own parameters

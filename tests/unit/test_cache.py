@@ -76,7 +76,7 @@ def package_copy(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kind, sources, edited", [
     ("attack", "CORE", name) for name in ("data.py", "models.py", "training.py", "attacks/base.py", "experiments.py")
-] + [("neural_cleanse", "defenses.py", "defenses.py"), ("reclassifier", "detection.py", "detection.py")])
+] + [("neural_cleanse", "defenses/neural_cleanse.py", "defenses/neural_cleanse.py"), ("reclassifier", "detectors/activation_clustering.py", "detectors/activation_clustering.py")])
 def test_cache_key_changes_with_every_source_that_shapes_the_result(package_copy, kind, sources, edited):
     from backdoor_utils import experiments
 

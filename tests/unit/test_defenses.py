@@ -117,3 +117,27 @@ def test_classes_optimised_side_by_side_match_one_at_a_time(planted):
         alone = defenses.reverse_engineer_trigger(model, x, rev.label, **opts)
         assert torch.allclose(rev.mask, alone.mask, atol=1e-4), rev.label
         assert (rev.reached, rev.steps_run) == (alone.reached, alone.steps_run)
+
+
+def test_defenses_and_detectors_are_found_by_name_and_check_their_parameters():
+    from backdoor_utils import detectors
+
+    assert set(defenses.names()) >= {"fine_pruning", "neural_cleanse"}
+    assert "activation_clustering" in detectors.names()
+    with pytest.raises(ValueError, match="defense: must be one of 'fine_pruning'"):
+        defenses.get("laser")
+    with pytest.raises(ValueError, match="max_val_drop: must be a number > 0"):
+        defenses.get("fine_pruning", max_val_drop=0)
+    with pytest.raises(ValueError, match="reduction: must be one of 'ica', 'pca'"):
+        detectors.get("activation_clustering", reduction="tsne")
+
+
+def test_fine_pruning_defense_prunes_by_liu_et_als_rule_then_fine_tunes(planted, splits):
+    model = planted["backdoored"]
+    defender = defenses.DefenderData(splits.x_val[:500], splits.y_val[:500], splits.x_val[-500:], splits.y_val[-500:])
+    repair = defenses.get("fine_pruning", max_val_drop=0.04, finetune_epochs=1).repair(model, defender, device="cpu")
+    ranking = defenses.channel_ranking(model, defender.x_tune)
+    n = defenses.choose_prune_count(defenses.validation_curve(model, ranking, defender), 0.04)
+    assert repair.details["n_pruned"] == n > 0
+    assert (repair.model.channel_mask[ranking[:n]] == 0).all() and repair.model.channel_mask.sum() == 64 - n
+    assert not torch.equal(repair.model.classifier.weight, model.classifier.weight)  # fine-tuned

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from backdoor_utils import detection
+from backdoor_utils.detectors import activation_clustering as detection
 
 
 def _blobs(seed=0):

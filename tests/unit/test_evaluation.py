@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from backdoor_utils.detection import Detection, Reclassification
+from backdoor_utils.detectors.activation_clustering import Detection, Reclassification
 from backdoor_utils.evaluation import failure_reason, where_the_poisons_went
 
 

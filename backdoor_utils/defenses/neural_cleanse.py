@@ -1,10 +1,5 @@
-"""Defenses that use clean data only and no knowledge of the trigger.
-
-* Fine-pruning (Liu et al. 2018): prune the last conv layer's channels that are least active on
-  clean data, as far as clean validation accuracy allows, then fine-tune on clean data.
-* Neural Cleanse (Wang et al. 2019): reverse-engineer the smallest trigger for every class, flag
-  the class whose mask L1 norm is an outlier (MAD anomaly index > 2), and unlearn it.
-* The original study's fc-layer pruning (magnitude pruning of the penultimate layer's weights).
+"""Neural Cleanse (Wang et al. 2019): reverse-engineer the smallest trigger for every class, flag
+the class whose mask L1 norm is an outlier (MAD anomaly index > 2), and unlearn it.
 """
 
 from __future__ import annotations
@@ -15,160 +10,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.nn.utils import prune
 from tqdm.auto import tqdm
 
-from .data import Splits
-from .metrics import attack_success_rate, clean_accuracy, non_target_mask
-from .models import SimpleCNN
-from .training import TrainConfig, activations, predict, train_model
+from ..checks import integer, positive
+from ..models import SimpleCNN
+from ..training import TrainConfig, train_model
+from .base import DefenderData, Defense, Repair, register
 
-
-@dataclass(frozen=True)
-class DefenderData:
-    """The defender's clean data: images to tune on and a disjoint set to choose hyper-parameters."""
-
-    x_tune: torch.Tensor
-    y_tune: torch.Tensor
-    x_select: torch.Tensor
-    y_select: torch.Tensor
-
-
-def defender_data(splits: Splits, n_tune: int = 5000, n_select: int = 1000) -> DefenderData:
-    """Split the clean validation set (never trained on) into tuning and selection parts."""
-    if n_tune + n_select > len(splits.y_val):
-        raise ValueError(f"n_clean_finetune: at most {len(splits.y_val) - n_select} clean images are available, got {n_tune}")
-    return DefenderData(
-        splits.x_val[:n_tune], splits.y_val[:n_tune],
-        splits.x_val[-n_select:], splits.y_val[-n_select:],
-    )
-
-
-def accuracy(model, x, y) -> float:
-    return float((predict(model, x) == y).float().mean())
-
-
-def defense_metrics(model, defender: DefenderData, splits: Splits, trigger, target_label: int) -> dict:
-    """What the defender sees (accuracy on its clean selection images) and what the reader sees
-    (test clean accuracy and ASR). No defense choice may read the last two."""
-    return {"val_acc": accuracy(model, defender.x_select, defender.y_select),
-            "clean_acc": clean_accuracy(model, splits.x_test, splits.y_test),
-            "asr": attack_success_rate(model, splits.x_test, splits.y_test, trigger, target_label)}
-
-
-def _same_convs(a: SimpleCNN, b: SimpleCNN) -> bool:
-    return all(torch.equal(p.detach().cpu(), q.detach().cpu())
-               for layer in ("conv1", "conv2") for p, q in zip(getattr(a, layer).parameters(), getattr(b, layer).parameters()))
-
-
-class SharedConvMetrics:
-    """Accuracies of many variants of one model that differ only after its conv layers (a pruned
-    channel mask, pruned fc weights): every image set passes through the conv layers once, and each
-    variant runs only its head on those features.
-
-    ``sets`` maps a metric name to ``(images, labels)``, where ``labels`` may be one class for all
-    (the ASR's target). Exact, not an approximation: the variants' own forward passes compute the
-    same conv features. A variant whose conv weights differ from the base model's is refused.
-    """
-
-    def __init__(self, model: SimpleCNN, sets: dict):
-        self.model = model
-        self.sets = {name: (activations(model, x, layer="conv"), labels) for name, (x, labels) in sets.items()}
-
-    @classmethod
-    def of_defense(cls, model: SimpleCNN, defender: DefenderData, splits: Splits, trigger, target_label: int):
-        """The three numbers of :func:`defense_metrics`."""
-        keep = non_target_mask(splits.y_test, target_label)
-        return cls(model, {"val_acc": (defender.x_select, defender.y_select),
-                           "clean_acc": (splits.x_test, splits.y_test),
-                           "asr": (trigger.apply(splits.x_test[keep]), target_label)})
-
-    @torch.inference_mode()
-    def __call__(self, variant: SimpleCNN) -> dict:
-        if not _same_convs(self.model, variant):
-            raise ValueError("variant: its conv layers differ from the base model's; use defense_metrics")
-        variant.eval()
-        dev = next(variant.parameters()).device
-        out = {}
-        for name, (features, labels) in self.sets.items():
-            preds = torch.cat([variant.head(features[s : s + 4096].to(dev)).argmax(1).cpu()
-                               for s in range(0, len(features), 4096)])
-            out[name] = float((preds == labels).float().mean())
-        return out
-
-
-# --- fine-pruning ------------------------------------------------------------------------------
-
-def channel_ranking(model: SimpleCNN, x_clean: torch.Tensor) -> torch.Tensor:
-    """Last-conv channels ordered from least to most mean activation on clean images."""
-    return mean_channel_activation(model, x_clean).argsort()
-
-
-def mean_channel_activation(model: SimpleCNN, x: torch.Tensor) -> torch.Tensor:
-    """Mean ReLU activation of each of the 64 last-conv channels over ``x``: [64]."""
-    return activations(model, x, layer="last_conv").mean(dim=(0, 2, 3))
-
-
-def pruned(model: SimpleCNN, channels: torch.Tensor) -> SimpleCNN:
-    """A copy of ``model`` with ``channels`` of the last conv layer masked to zero."""
-    out = copy.deepcopy(model)
-    out.channel_mask[channels] = 0.0
-    return out
-
-
-def pruning_curve(model: SimpleCNN, ranking: torch.Tensor, evaluate, counts=None) -> list[dict]:
-    """``evaluate(pruned_model) -> dict`` after pruning the first n channels of ``ranking``, for each
-    n in ``counts`` (default 0..63)."""
-    counts = range(len(ranking)) if counts is None else counts
-    return [{"channels_pruned": n, **evaluate(pruned(model, ranking[:n]))}
-            for n in tqdm(counts, desc="pruning", leave=False)]
-
-
-def choose_prune_count(val_accuracies: list[float], max_val_drop: float) -> int:
-    """Liu et al.'s stopping rule: prune channels in order and stop at the *first* count whose clean
-    validation accuracy falls more than ``max_val_drop`` below the unpruned model's (they use 4%);
-    returns the count just before it (all counts on the curve when none falls that far)."""
-    base = val_accuracies[0]
-    for n, acc in enumerate(val_accuracies):
-        if base - acc > max_val_drop:
-            return n - 1
-    return len(val_accuracies) - 1
-
-
-def fine_tune(model: SimpleCNN, data: DefenderData, epochs: int = 5, max_lr: float = 1e-3, seed: int = 0, device: str = "auto") -> SimpleCNN:
-    """Fine-tune a copy of ``model`` on the defender's clean tuning images (pruned channels stay pruned)."""
-    return train_model(data.x_tune, data.y_tune, TrainConfig(epochs=epochs, max_lr=max_lr, seed=seed),
-                       device, model=copy.deepcopy(model), desc="fine-tuning")
-
-
-def fc_pruned(model: SimpleCNN, amount: float) -> SimpleCNN:
-    """The original study's defense: L1 magnitude pruning of ``amount`` of the penultimate fc weights."""
-    out = copy.deepcopy(model)
-    if amount > 0:
-        prune.l1_unstructured(out.penultimate, name="weight", amount=amount)
-        prune.remove(out.penultimate, "weight")
-    return out
-
-
-def validation_curve(model: SimpleCNN, ranking: torch.Tensor, defender: DefenderData) -> list[float]:
-    """Clean selection accuracy after pruning the first n channels of ``ranking``, n = 0..63."""
-    return _selection_accuracies(model, defender, [pruned(model, ranking[:n]) for n in range(len(ranking))])
-
-
-def _selection_accuracies(model: SimpleCNN, defender: DefenderData, variants) -> list[float]:
-    """Clean selection accuracy of head-only ``variants`` of ``model`` (conv features computed once)."""
-    measure = SharedConvMetrics(model, {"val_acc": (defender.x_select, defender.y_select)})
-    return [measure(variant)["val_acc"] for variant in variants]
-
-
-def choose_fc_amount(model: SimpleCNN, defender: DefenderData, amounts, max_val_drop: float) -> float:
-    """The study's fc-layer pruning with Liu et al.'s rule: the largest of the increasing
-    ``amounts`` before the first whose clean selection accuracy drops more than ``max_val_drop``."""
-    curve = _selection_accuracies(model, defender, [fc_pruned(model, a) for a in amounts])
-    return amounts[choose_prune_count(curve, max_val_drop)]
-
-
-# --- Neural Cleanse ----------------------------------------------------------------------------
 
 @dataclass
 class ReversedTrigger:
@@ -442,3 +290,34 @@ def unpack_reversed(payload: dict) -> list[ReversedTrigger]:
     return [ReversedTrigger(i, payload["masks"][i], payload["patterns"][i], float(payload["l1"][i]),
                             float(payload["attack_rate"][i]), bool(payload["reached"][i]), int(payload["steps_run"][i]))
             for i in range(len(payload["l1"]))]
+
+
+@register
+@dataclass(frozen=True)
+class NeuralCleanse(Defense):
+    """Neural Cleanse end to end: reversed triggers for every class on the defender's tuning
+    images, classes above ``anomaly_threshold`` flagged, each flagged class unlearned in turn.
+
+    ``reverse(model, x_clean, **options)`` computes the reversed triggers (default
+    :func:`neural_cleanse`; the orchestration passes a cached one)."""
+
+    name = "neural_cleanse"
+    rules = {"steps": integer(1, 10000), "n_samples": integer(16, 5000), "batch_size": integer(1, 1024),
+             "anomaly_threshold": positive(100.0)}
+    steps: int = 300
+    n_samples: int = 320
+    batch_size: int = 32
+    anomaly_threshold: float = 2.0
+
+    def report(self, model: SimpleCNN, x_clean: torch.Tensor, seed: int = 0, reverse=None) -> CleanseReport:
+        reverse = reverse or neural_cleanse
+        options = {"steps": self.steps, "n_samples": self.n_samples, "batch_size": self.batch_size, "seed": seed}
+        return cleanse_report(reverse(model, x_clean, **options), self.anomaly_threshold)
+
+    def repair(self, model: SimpleCNN, defender: DefenderData, seed: int = 0, device: str = "auto",
+               reverse=None) -> Repair:
+        report = self.report(model, defender.x_tune, seed, reverse)
+        repaired = model
+        for label in report.flagged:
+            repaired = unlearn(repaired, defender, report.triggers[label], seed=seed, device=device)
+        return Repair(repaired, {"report": report})

@@ -18,7 +18,9 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA, FastICA
 from sklearn.metrics import silhouette_score
 
-from .training import TrainConfig, activations, predict, train_model
+from ..checks import choice, integer, open_unit, positive, silhouette
+from ..training import TrainConfig, activations, predict, train_model
+from .base import Detector, register
 
 
 @dataclass
@@ -216,3 +218,27 @@ def detect_poison(model, x: torch.Tensor, y: torch.Tensor, max_clusters: int = 5
     return Detection(clusterings, exclusionary_reclassification(
         clusterings, x, y, size_threshold=size_threshold, ratio_threshold=ratio_threshold,
         epochs=reclassify_epochs, seed=seed, device=device, train=train))
+
+
+@register
+@dataclass(frozen=True)
+class ActivationClustering(Detector):
+    """The book's activation-clustering variant (:func:`detect_poison`) with its parameters."""
+
+    name = "activation_clustering"
+    rules = {"n_components": integer(2, 128), "reduction": choice(("ica", "pca")), "max_clusters": integer(2, 10),
+             "min_silhouette": silhouette, "size_threshold": open_unit, "ratio_threshold": positive(100.0),
+             "reclassify_epochs": integer(1, 50)}
+    n_components: int = 10
+    reduction: str = "pca"
+    max_clusters: int = 5
+    min_silhouette: float = 0.10
+    size_threshold: float = 0.35
+    ratio_threshold: float = 1.0
+    reclassify_epochs: int = 2
+
+    def detect(self, model, x: torch.Tensor, y: torch.Tensor, seed: int = 0, device: str = "auto", train=None) -> Detection:
+        return detect_poison(model, x, y, max_clusters=self.max_clusters, n_components=self.n_components,
+                             reduction=self.reduction, seed=seed, reclassify_epochs=self.reclassify_epochs,
+                             device=device, min_silhouette=self.min_silhouette, size_threshold=self.size_threshold,
+                             ratio_threshold=self.ratio_threshold, train=train)

@@ -1,0 +1,55 @@
+"""What every poison detector is, and the registry that finds one by name.
+
+A detector reads the model, the training images and their (possibly poisoned) labels - never the
+true poison flags - and returns a result whose ``flags`` (bool [N]) mark the training images it
+judges poisoned. The orchestration scores those flags against the truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+
+@dataclass(frozen=True)
+class Detector:
+    """Base of every detector: subclasses are frozen dataclasses whose fields are the detector's
+    parameters (checked by ``rules`` when built), set ``name`` and implement :meth:`detect`.
+
+    ``train(x, y, config, device)``, when given, trains any model the detector needs (the
+    orchestration passes a cached trainer)."""
+
+    name: ClassVar[str] = ""
+    rules: ClassVar[dict] = {}
+
+    def __post_init__(self):
+        for name, check in self.rules.items():
+            check(name, getattr(self, name))
+
+    def detect(self, model, x: torch.Tensor, y: torch.Tensor, seed: int = 0, device: str = "auto", train=None):
+        """A result with ``flags``: bool [N], True for the training images judged poisoned."""
+        raise NotImplementedError
+
+
+REGISTRY: dict[str, type[Detector]] = {}
+
+
+def register(cls: type[Detector]) -> type[Detector]:
+    """Class decorator: make the detector ``cls`` available by its ``name``."""
+    if not cls.name:
+        raise ValueError("detector name: must be a non-empty name")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def names() -> tuple:
+    return tuple(REGISTRY)
+
+
+def get(name: str, **params) -> Detector:
+    """The detector called ``name`` built with ``params``."""
+    if name not in REGISTRY:
+        raise ValueError(f"detector: must be one of {', '.join(map(repr, REGISTRY))}, got {name!r}")
+    return REGISTRY[name](**params)
