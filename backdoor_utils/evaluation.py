@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .defenses import cleanse_report
-from .detectors.activation_clustering import Detection, detect_poison
-from .experiments import (CORE_SOURCES, AttackResult, Experiment, reversed_triggers, run_attack,
-                          train_on_data_cached)
+from .defenses import NeuralCleanse
+from .detectors import Detector
+from .detectors.activation_clustering import Detection
+from .experiments import CORE_SOURCES, AttackResult, Experiment, cleanse, run_attack, train_on_data_cached
 from .metrics import detection_scores
 
 
@@ -30,11 +30,12 @@ def _cached_reclassifier(x, y, config, device):
     return train_on_data_cached(x, y, config, device, desc="reclassifier", sources=CORE_SOURCES + ("detectors/activation_clustering.py",))
 
 
-def detect_and_score(result: AttackResult, **options) -> tuple[Detection, dict]:
-    """Activation clustering (:func:`~backdoor_utils.detectors.activation_clustering.detect_poison`) on the training set
-    of ``result``, then precision / recall / F1 against the true flags and the flagged share."""
+def detect_and_score(result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto") -> tuple[Detection, dict]:
+    """``detector`` (e.g. ``detectors.get("activation_clustering")``) on the training set of
+    ``result`` (any model it trains is cached), then precision / recall / F1 against the true
+    flags and the flagged share."""
     x, y, truth = training_set(result)
-    found = detect_poison(result.model, x, y, train=_cached_reclassifier, **options)
+    found = detector.detect(result.model, x, y, seed=seed, device=device, train=_cached_reclassifier)
     return found, {**detection_scores(truth, found.flags), "flagged_fraction": float(found.flags.float().mean())}
 
 
@@ -78,32 +79,30 @@ def failure_reason(run: dict, ratio_threshold: float = 1.0) -> str:
     return reason
 
 
-def detection_over_runs(exp: Experiment, runs, **options) -> pd.DataFrame:
-    """The detector on the attack ``exp`` for every ``(seed, target_label)`` in ``runs`` (each
-    its own poisoned training set and model, cached): one row of scores per run, with where the
-    poisons went and, for a run below F1 0.9, why it missed (:func:`failure_reason`). ``options`` go
-    to :func:`~backdoor_utils.detectors.activation_clustering.detect_poison` (with ``device`` also used for training)."""
-    rows = []
-    for seed, target in runs:
-        result = run_attack(exp.with_(seed=seed, target_label=target), options.get("device", "auto"))
-        found, scores = detect_and_score(result, **{**options, "seed": seed})
-        row = {"seed": seed, "target_label": target, "asr": result.asr, **scores,
-               **where_the_poisons_went(found, training_set(result)[2])}
-        rows.append({**row, "why_missed": failure_reason(row, options.get("ratio_threshold", 1.0))})
-    return pd.DataFrame(rows)
-
-
-def cleanse_over_runs(exp: Experiment, runs, x_clean: torch.Tensor, anomaly_threshold: float = 2.0,
-                      device: str = "auto", **nc_options) -> pd.DataFrame:
-    """Neural Cleanse (:func:`~backdoor_utils.experiments.reversed_triggers`, cached) on the attack
-    ``exp`` for every ``(seed, target_label)`` in ``runs``, each its own model, with the same clean
-    images: one row per run - the flagged classes, whether the target is one of them, the target's
-    anomaly index, the largest index among the other classes and how many classes never reached
-    the target rate. ``nc_options`` go to Neural Cleanse."""
+def detection_over_runs(exp: Experiment, runs, detector: Detector, device: str = "auto") -> pd.DataFrame:
+    """``detector`` on the attack ``exp`` for every ``(seed, target_label)`` in ``runs`` (each its
+    own poisoned training set and model, cached): one row of scores per run, with where the poisons
+    went and, for a run below F1 0.9, why it missed (:func:`failure_reason`)."""
     rows = []
     for seed, target in runs:
         result = run_attack(exp.with_(seed=seed, target_label=target), device)
-        report = cleanse_report(reversed_triggers(result, x_clean, **nc_options), anomaly_threshold)
+        found, scores = detect_and_score(result, detector, seed=seed, device=device)
+        row = {"seed": seed, "target_label": target, "asr": result.asr, **scores,
+               **where_the_poisons_went(found, training_set(result)[2])}
+        rows.append({**row, "why_missed": failure_reason(row, getattr(detector, "ratio_threshold", 1.0))})
+    return pd.DataFrame(rows)
+
+
+def cleanse_over_runs(exp: Experiment, runs, x_clean: torch.Tensor, defense: NeuralCleanse,
+                      device: str = "auto") -> pd.DataFrame:
+    """Neural Cleanse (``defense``, its reversed triggers cached) on the attack ``exp`` for every
+    ``(seed, target_label)`` in ``runs``, each its own model, with the same clean images: one row
+    per run - the flagged classes, whether the target is one of them, the target's anomaly index,
+    the largest index among the other classes and how many classes never reached the target rate."""
+    rows = []
+    for seed, target in runs:
+        result = run_attack(exp.with_(seed=seed, target_label=target), device)
+        report = cleanse(result, defense, x_clean)
         others = np.delete(report.anomaly_index, target)
         rows.append({"seed": seed, "target": target, "asr": result.asr,
                      "flagged": ", ".join(map(str, report.flagged)) or "none",

@@ -17,7 +17,7 @@ from . import __version__, attacks
 from .attacks import PoisonedDataset
 from .cache import cache_path, load_cached, save_cached
 from .data import Splits, load_mnist, load_splits
-from .defenses import neural_cleanse, pack_reversed, unpack_reversed
+from .defenses import CleanseReport, NeuralCleanse, neural_cleanse, pack_reversed, unpack_reversed
 from .metrics import attack_success_rate, clean_accuracy
 from .models import SimpleCNN
 from .training import TrainConfig, resolve_device, train_model, training_precision
@@ -235,6 +235,13 @@ def reversed_triggers(result: AttackResult, x_clean: torch.Tensor, **options):
     payload, _ = train_cached(spec, lambda: pack_reversed(neural_cleanse(result.model, x_clean, **options)),
                               kind="neural_cleanse", sources=result.experiment.sources() + ("defenses/neural_cleanse.py",))
     return unpack_reversed(payload)
+
+
+def cleanse(result: AttackResult, defense: NeuralCleanse, x_clean: torch.Tensor) -> CleanseReport:
+    """``defense``'s report on ``result``'s model, its reversed triggers cached
+    (:func:`reversed_triggers`) and seeded with the experiment's seed."""
+    return defense.report(result.model, x_clean, seed=result.experiment.seed,
+                          reverse=lambda model, x, **options: reversed_triggers(result, x, **options))
 
 
 def train_on_data_cached(x: torch.Tensor, y: torch.Tensor, config: TrainConfig, device: str = "auto", desc: str = "training",

@@ -50,6 +50,23 @@ def defense_metrics(model, defender: DefenderData, splits: Splits, trigger, targ
             "asr": attack_success_rate(model, splits.x_test, splits.y_test, trigger, target_label)}
 
 
+@dataclass(frozen=True)
+class Measure:
+    """:func:`defense_metrics` bound to one attack's data: ``measure(model) -> dict``."""
+
+    defender: DefenderData
+    splits: Splits
+    trigger: object
+    target_label: int
+
+    def __call__(self, model) -> dict:
+        return defense_metrics(model, self.defender, self.splits, self.trigger, self.target_label)
+
+    def shared(self, model: SimpleCNN) -> "SharedConvMetrics":
+        """The same numbers for head-only variants of ``model``, from conv features computed once."""
+        return SharedConvMetrics.of_defense(model, self.defender, self.splits, self.trigger, self.target_label)
+
+
 def _same_convs(a: SimpleCNN, b: SimpleCNN) -> bool:
     return all(torch.equal(p.detach().cpu(), q.detach().cpu())
                for layer in ("conv1", "conv2") for p, q in zip(getattr(a, layer).parameters(), getattr(b, layer).parameters()))

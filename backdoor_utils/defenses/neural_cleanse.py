@@ -303,21 +303,26 @@ class NeuralCleanse(Defense):
 
     name = "neural_cleanse"
     rules = {"steps": integer(1, 10000), "n_samples": integer(16, 5000), "batch_size": integer(1, 1024),
-             "anomaly_threshold": positive(100.0)}
+             "anomaly_threshold": positive(100.0), "unlearn_epochs": integer(1, 50)}
     steps: int = 300
     n_samples: int = 320
     batch_size: int = 32
     anomaly_threshold: float = 2.0
+    unlearn_epochs: int = 5
 
     def report(self, model: SimpleCNN, x_clean: torch.Tensor, seed: int = 0, reverse=None) -> CleanseReport:
         reverse = reverse or neural_cleanse
         options = {"steps": self.steps, "n_samples": self.n_samples, "batch_size": self.batch_size, "seed": seed}
         return cleanse_report(reverse(model, x_clean, **options), self.anomaly_threshold)
 
+    def unlearn_flagged(self, model: SimpleCNN, report: CleanseReport, defender: DefenderData, seed: int = 0,
+                        device: str = "auto") -> SimpleCNN:
+        """``model`` after unlearning every class ``report`` flagged, in turn (unchanged when none)."""
+        for label in report.flagged:
+            model = unlearn(model, defender, report.triggers[label], epochs=self.unlearn_epochs, seed=seed, device=device)
+        return model
+
     def repair(self, model: SimpleCNN, defender: DefenderData, seed: int = 0, device: str = "auto",
                reverse=None) -> Repair:
         report = self.report(model, defender.x_tune, seed, reverse)
-        repaired = model
-        for label in report.flagged:
-            repaired = unlearn(repaired, defender, report.triggers[label], seed=seed, device=device)
-        return Repair(repaired, {"report": report})
+        return Repair(self.unlearn_flagged(model, report, defender, seed, device), {"report": report})

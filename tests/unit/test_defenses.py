@@ -141,3 +141,18 @@ def test_fine_pruning_defense_prunes_by_liu_et_als_rule_then_fine_tunes(planted,
     assert repair.details["n_pruned"] == n > 0
     assert (repair.model.channel_mask[ranking[:n]] == 0).all() and repair.model.channel_mask.sum() == 64 - n
     assert not torch.equal(repair.model.classifier.weight, model.classifier.weight)  # fine-tuned
+
+
+def test_neural_cleanse_unlearns_only_flagged_classes_and_measure_is_defense_metrics(planted, splits):
+    model = planted["backdoored"]
+    defender = defenses.DefenderData(splits.x_val[:300], splits.y_val[:300], splits.x_val[-300:], splits.y_val[-300:])
+    nc = defenses.get("neural_cleanse", unlearn_epochs=1)
+    blank = torch.zeros(28, 28)
+    nothing = defenses.cleanse_report([defenses.ReversedTrigger(c, blank, blank, 10.0 + c, 1.0) for c in range(10)])
+    assert nothing.flagged == [] and nc.unlearn_flagged(model, nothing, defender, device="cpu") is model
+    flagged = defenses.cleanse_report(_reversed([1.0] + [50.0 + c for c in range(9)], [True] * 10))
+    assert flagged.flagged == [0]
+    assert nc.unlearn_flagged(model, flagged, defender, device="cpu") is not model
+    small = SimpleNamespace(x_test=splits.x_test[:500], y_test=splits.y_test[:500])
+    measure = defenses.Measure(defender, small, planted["trigger"], 0)
+    assert measure(model) == defenses.defense_metrics(model, defender, small, planted["trigger"], 0)
