@@ -185,3 +185,32 @@ def test_lower_layers_never_import_higher_ones_and_no_import_hides_in_a_function
                 if id(node) in nested:
                     problems.append(f"{'/'.join(rel)} imports {target} inside a function")
     assert not problems, problems
+
+
+def test_blended_trigger_blends_a_fixed_seeded_key_with_weight_alpha():
+    from backdoor_utils.attacks.blended import BlendedTrigger
+    from backdoor_utils.metrics import distortion
+
+    x = torch.rand(4, 1, 28, 28)
+    trig = BlendedTrigger(alpha=0.2)
+    assert torch.allclose(trig.apply(x), 0.2 * trig.key() + 0.8 * x)
+    assert torch.equal(trig.key(), BlendedTrigger(alpha=0.5).key())  # one key, any alpha
+    psnr = [float(distortion(x, BlendedTrigger(alpha=a).apply(x))["psnr_db"].median()) for a in (0.05, 0.1, 0.2)]
+    assert psnr[0] > psnr[1] > psnr[2]  # more blending, more distortion
+    assert Experiment("blended", blend_alpha=0.1).trigger().alpha == 0.1
+
+
+def test_sig_adds_a_horizontal_sinusoid_to_target_class_images_only_and_keeps_labels(splits):
+    from backdoor_utils.attacks.sig import SinusoidTrigger
+
+    wave = SinusoidTrigger(delta=20 / 255, frequency=6).signal()[0, 0]
+    assert torch.equal(wave[0], wave[13]) and torch.equal(wave[:, 5], wave[0, 5].expand(28))  # same on every row
+    assert 0.95 * 20 / 255 <= float(wave.abs().max()) <= 20 / 255  # 28 samples just miss the peak
+    crossings = int(((wave[0, :-1] <= 0) & (wave[0, 1:] > 0)).sum())  # upward zero crossings ~ f cycles
+    assert crossings in (5, 6)
+    exp = Experiment("sig", target_label=2, poison_rate=0.3, n_train=2000)
+    p = poisoned_training_set(exp, splits)
+    assert exp.method.policy == "clean-label"
+    assert torch.equal(p.y, splits.y_train) and (splits.y_train[p.is_poison] == 2).all()
+    assert p.n_poison == round(0.3 * int((splits.y_train == 2).sum()))
+    assert torch.allclose(p.x[p.is_poison], exp.trigger().apply(splits.x_train[p.is_poison]))
