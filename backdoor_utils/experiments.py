@@ -177,7 +177,8 @@ def run_attack(exp: Experiment, device: str = "auto") -> AttackResult:
             return {"model": model.cpu().state_dict()}
         hook = method.training_hook(poisoned, exp.seed)
         model = train_model(poisoned.x, poisoned.y, exp.train_config(), device, hook=hook, desc=f"{exp.attack} attack")
-        return {"model": model.cpu().state_dict(), **({"hook": hook.state()} if hook is not None else {})}
+        state = None if hook is None else hook.state()  # what the hook learned (None: nothing)
+        return {"model": model.cpu().state_dict(), **({"hook": state} if state is not None else {})}
 
     payload, from_cache = train_cached({"kind": "attack", **exp.spec()}, train, sources=exp.sources(), device=device)
     model = model_from_state(payload["model"], device)

@@ -214,3 +214,38 @@ def test_sig_adds_a_horizontal_sinusoid_to_target_class_images_only_and_keeps_la
     assert torch.equal(p.y, splits.y_train) and (splits.y_train[p.is_poison] == 2).all()
     assert p.n_poison == round(0.3 * int((splits.y_train == 2).sum()))
     assert torch.allclose(p.x[p.is_poison], exp.trigger().apply(splits.x_train[p.is_poison]))
+
+
+def test_wanet_warp_is_seeded_smooth_and_the_identity_at_strength_zero():
+    from backdoor_utils.attacks.wanet import WarpTrigger
+    from backdoor_utils.metrics import distortion
+
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.allclose(WarpTrigger(s=0.0).apply(x), x, atol=1e-5)
+    assert torch.equal(WarpTrigger().grid(), WarpTrigger().grid())
+    assert not torch.equal(WarpTrigger().grid(), WarpTrigger(seed=1).grid())
+    offsets = (WarpTrigger().grid() - WarpTrigger(s=0.0).grid()).abs()
+    assert 0 < float(offsets.max()) < 0.1  # a fraction of a pixel-pitch scale: nearly invisible
+    warped = WarpTrigger().apply(x)
+    assert not torch.allclose(warped, x, atol=1e-3)
+    assert float(distortion(x, warped)["psnr_db"].min()) > 10
+
+
+def test_wanet_noise_mode_warps_only_clean_images_at_its_rate(splits):
+    from backdoor_utils.attacks.wanet import NoiseModeHook, WarpTrigger
+
+    poison = torch.zeros(256, dtype=torch.bool)
+    poison[:128] = True
+    hook = NoiseModeHook(WarpTrigger(), poison, rate=0.08, seed=0)
+    xb = splits.x_train[:256].contiguous(memory_format=torch.channels_last)
+    out = hook.transform(xb, torch.arange(256))
+    changed = (out - xb).flatten(1).abs().amax(1) > 0
+    assert int(changed.sum()) == round(0.08 * 256) and not changed[:128].any()
+    again = NoiseModeHook(WarpTrigger(), poison, rate=0.08, seed=0).transform(xb, torch.arange(256))
+    assert torch.equal(out, again)  # seeded
+
+
+def test_wanet_trains_end_to_end_with_its_noise_mode(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
+    result = run_attack(Experiment("wanet", n_train=2000, epochs=1, poison_rate=0.1), "cpu")
+    assert result.poisoned.n_poison == 200 and 0.0 <= result.asr <= 1.0 and result.clean_acc > 0.3
