@@ -88,8 +88,8 @@ def test_06_defense_targets(full):
     assert v["nc_clean_acc_after"] >= v["clean_acc_before"] - 0.01
 
 
-@pytest.mark.xfail(reason="missed (2026-11-25, AVX2 CPU): unlearning the reversed trigger brings ASR from 0.9996 to "
-                   "0.0613, just above the bar (a bf16 CPU measured 0.0489 before this session's changes)")
+@pytest.mark.xfail(reason="missed (2026-11-26, AVX2 CPU, fresh-clone build): unlearning the reversed trigger brings "
+                   "ASR from 0.9996 to 0.0620, just above the bar (a bf16 CPU measured 0.0489 on 2026-11-25's earlier code)")
 def test_06_unlearning_removes_the_backdoor(full):
     assert full("06_fine_pruning")["nc_asr_after"] <= 0.05
 
