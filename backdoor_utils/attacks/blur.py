@@ -10,9 +10,6 @@ from torchvision.transforms.functional import gaussian_blur
 from ..checks import odd_kernel, positive
 from .base import Attack, register
 
-BLUR_RULES = {"blur_kernel": odd_kernel, "blur_sigma": positive(10.0)}
-
-
 @dataclass(frozen=True)
 class BlurTrigger:
     """Gaussian blur (torchvision ``gaussian_blur``) of the whole image, or of a corner region.
@@ -43,7 +40,7 @@ class Blur(Attack):
     """Dirty-label poisoning with the whole image blurred."""
 
     name = "blur"
-    rules = BLUR_RULES
+    rules = {"blur_kernel": odd_kernel, "blur_sigma": positive(10.0)}
     blur_kernel: int = 5
     blur_sigma: float = 1.0
 
@@ -53,13 +50,10 @@ class Blur(Attack):
 
 @register
 @dataclass(frozen=True)
-class StudyBlur(Attack):
+class StudyBlur(Blur):
     """The original study's blur: only the bottom-right 7 x 7 corner blurred."""
 
     name = "study_blur"
-    rules = BLUR_RULES
-    blur_kernel: int = 5
-    blur_sigma: float = 1.0
 
     def trigger(self, seed: int = 0) -> BlurTrigger:
         return BlurTrigger(self.blur_kernel, self.blur_sigma, region=7)

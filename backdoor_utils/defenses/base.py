@@ -15,6 +15,7 @@ import torch
 from ..data import Splits
 from ..metrics import attack_success_rate, clean_accuracy, non_target_mask
 from ..models import SimpleCNN
+from ..registry import Registry, check_rules
 from ..training import activations, predict
 
 
@@ -129,31 +130,13 @@ class Defense:
     rules: ClassVar[dict] = {}
 
     def __post_init__(self):
-        for name, check in self.rules.items():
-            check(name, getattr(self, name))
+        check_rules(self)
 
     def repair(self, model: SimpleCNN, defender: DefenderData, seed: int = 0, device: str = "auto") -> Repair:
         """The repaired model, from ``model`` and the defender's clean data only."""
         raise NotImplementedError
 
 
-REGISTRY: dict[str, type[Defense]] = {}
-
-
-def register(cls: type[Defense]) -> type[Defense]:
-    """Class decorator: make the defense ``cls`` available by its ``name``."""
-    if not cls.name:
-        raise ValueError("defense name: must be a non-empty name")
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def names() -> tuple:
-    return tuple(REGISTRY)
-
-
-def get(name: str, **params) -> Defense:
-    """The defense called ``name`` built with ``params``."""
-    if name not in REGISTRY:
-        raise ValueError(f"defense: must be one of {', '.join(map(repr, REGISTRY))}, got {name!r}")
-    return REGISTRY[name](**params)
+_REGISTRY = Registry("defense")
+REGISTRY = _REGISTRY.classes
+register, names, get = _REGISTRY.register, _REGISTRY.names, _REGISTRY.get

@@ -12,6 +12,8 @@ from typing import ClassVar
 
 import torch
 
+from ..registry import Registry, check_rules
+
 
 @dataclass(frozen=True)
 class Detector:
@@ -25,31 +27,13 @@ class Detector:
     rules: ClassVar[dict] = {}
 
     def __post_init__(self):
-        for name, check in self.rules.items():
-            check(name, getattr(self, name))
+        check_rules(self)
 
     def detect(self, model, x: torch.Tensor, y: torch.Tensor, seed: int = 0, device: str = "auto", train=None):
         """A result with ``flags``: bool [N], True for the training images judged poisoned."""
         raise NotImplementedError
 
 
-REGISTRY: dict[str, type[Detector]] = {}
-
-
-def register(cls: type[Detector]) -> type[Detector]:
-    """Class decorator: make the detector ``cls`` available by its ``name``."""
-    if not cls.name:
-        raise ValueError("detector name: must be a non-empty name")
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def names() -> tuple:
-    return tuple(REGISTRY)
-
-
-def get(name: str, **params) -> Detector:
-    """The detector called ``name`` built with ``params``."""
-    if name not in REGISTRY:
-        raise ValueError(f"detector: must be one of {', '.join(map(repr, REGISTRY))}, got {name!r}")
-    return REGISTRY[name](**params)
+_REGISTRY = Registry("detector")
+REGISTRY = _REGISTRY.classes
+register, names, get = _REGISTRY.register, _REGISTRY.names, _REGISTRY.get
