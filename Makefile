@@ -7,8 +7,9 @@ BIN    := $(VENV)/bin
 SPEC_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
 STAMP  := $(VENV)/.install-$(SPEC_HASH)
 # Notebook executions are cached by jupyter-cache, which hashes cells only: key the cache on the
-# package source too, so a change to backdoor_utils re-executes the chapters.
-PKG_HASH := $(shell cat backdoor_utils/*.py | sha256sum | cut -c1-16)
+# package source too (every module, subpackages included), so a change to backdoor_utils
+# re-executes the chapters.
+PKG_HASH := $(shell find backdoor_utils -name '*.py' | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-16)
 export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
 export TQDM_DISABLE := 1
 
