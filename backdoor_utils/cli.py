@@ -2,25 +2,31 @@
 
     python -m backdoor_utils run notebooks/01_pixel_trigger.ipynb -p poison_rate 0.005 -p seed 3
     python -m backdoor_utils sweep notebooks/01_pixel_trigger.ipynb -g poison_rate 0.001,0.01,0.1 -g seed 0,1,2 --workers 2
+    python -m backdoor_utils sweep ... --scheduler tcp://HOST:8786   # on a running Dask cluster
 
 Parameter names are checked against the notebook's own ``parameters`` cell and values by the same
-validation the notebook runs, before anything executes. Outputs land in ``runs/``.
+validation the notebook runs, before anything executes. Outputs land in ``runs/``. Sweeps run on
+Dask distributed: an in-process ``LocalCluster`` by default, or the cluster behind ``--scheduler``.
+A worker receives the notebook as text and returns the executed notebook and its record, so
+workers need no shared file system (each has its own install, verified MNIST and model cache).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import csv
 import hashlib
+import importlib.util
 import io
 import itertools
 import json
 import os
 import re
 import sys
+import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -136,21 +142,59 @@ def cmd_run(args) -> int:
 
 # --- sweeps ------------------------------------------------------------------------------------
 
-def _run_one(notebook: str, params: dict, output: str, record: str, kernel: str, threads: int) -> dict:
-    """One grid point in a worker process; always returns a record (never raises)."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the kernel: no oversubscription
+def _run_one(notebook_name: str, notebook_text: str, params: dict, kernel: str, threads: int | None) -> dict:
+    """One grid point, on a Dask worker: the notebook arrives as text and the executed notebook
+    (or the failed one) goes back as text with the run's record. Never raises: a failure inside the
+    notebook is a record with ``status`` "failed"."""
+    if threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the kernel: no oversubscription
     os.environ.setdefault("TQDM_DISABLE", "1")
     start = time.perf_counter()
     row = {"params": params, "status": "ok", "error": "", "metrics": {}}
-    try:
-        row["metrics"] = execute(Path(notebook), params, Path(output), kernel)
-    except Exception as err:  # recorded, the sweep goes on
-        failed = Path(output).with_name(f"{Path(output).stem}.failed.ipynb")
-        detail = "; ".join(error_outputs(failed)) if failed.exists() else ""
-        row.update(status="failed", error=(detail or f"{type(err).__name__}: {err}").splitlines()[0][:500])
+    with tempfile.TemporaryDirectory(prefix="backdoor-sweep-") as tmp:
+        source = Path(tmp) / notebook_name
+        source.write_text(notebook_text)
+        output = Path(tmp) / "out" / source.name
+        failed = output.with_name(f"{output.stem}.failed.ipynb")
+        try:
+            row["metrics"] = execute(source, params, output, kernel)
+        except Exception as err:  # recorded, the sweep goes on
+            detail = "; ".join(error_outputs(failed)) if failed.exists() else ""
+            row.update(status="failed", error=(detail or f"{type(err).__name__}: {err}").splitlines()[0][:500])
+        executed = output if row["status"] == "ok" else failed
+        text = executed.read_text() if executed.exists() else None
     row["duration_s"] = round(time.perf_counter() - start, 1)
-    atomic_write_text(record, json.dumps(row, indent=1))
+    return {"record": row, "notebook": text}
+
+
+def _save(sweep_dir: Path, slug: str, result: dict) -> dict:
+    """Write one finished run - its executed notebook and its record - atomically, as it arrives."""
+    row = result["record"]
+    if result["notebook"] is not None:
+        name = f"{slug}.ipynb" if row["status"] == "ok" else f"{slug}.failed.ipynb"
+        atomic_write_text(sweep_dir / name, result["notebook"])
+    atomic_write_text(sweep_dir / "records" / f"{slug}.json", json.dumps(row, indent=1))
     return row
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None, workers: int):
+    """A Dask client: on the running cluster at ``scheduler``, else on a new local cluster of
+    ``workers`` processes with one task at a time each."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def _dashboard(client) -> str | None:
+    """The dashboard's address (Dask serves one only where bokeh is installed)."""
+    return client.dashboard_link if importlib.util.find_spec("bokeh") else None
 
 
 def parse_grid(grid_args) -> dict:
@@ -220,7 +264,9 @@ def cmd_sweep(args) -> int:
     name = args.name or f"{notebook.stem}-{run_slug(grid)}"
     sweep_dir = Path(args.runs_dir) / name
     (sweep_dir / "records").mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    # torch threads per run: the local cores shared among the local workers; on a remote cluster the
+    # workers' own OMP_NUM_THREADS (start them with it set) decides
+    threads = None if args.scheduler else max(1, (os.cpu_count() or 1) // args.workers)
     records, todo = {}, []
     for params in points:
         slug = run_slug(params)
@@ -230,15 +276,36 @@ def cmd_sweep(args) -> int:
             if previous["status"] == "ok":
                 records[slug] = previous
                 continue
-        todo.append((slug, params, str(sweep_dir / f"{slug}.ipynb"), str(record)))
+        todo.append((slug, params))
+    where = args.scheduler or f"a local Dask cluster of {args.workers} worker(s)"
     print(f"sweep {sweep_dir}: {len(points)} runs, {len(points) - len(todo)} already done, "
-          f"{len(todo)} to run on {args.workers} worker(s)", file=sys.stderr)
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = {pool.submit(_run_one, str(notebook), p, out, rec, args.kernel, threads): slug for slug, p, out, rec in todo}
-        for future in as_completed(futures):
-            row = future.result()
-            records[futures[future]] = row
-            print(f"  {futures[future]}: {row['status']} in {row['duration_s']} s {row['error']}", file=sys.stderr)
+          f"{len(todo)} to run on {where}", file=sys.stderr)
+    if todo:
+        from dask.distributed import as_completed
+        from tqdm.auto import tqdm
+
+        text = notebook.read_text()
+        with dask_client(args.scheduler, args.workers) as client:
+            link = _dashboard(client)
+            if link:
+                print(f"Dask dashboard: {link}", file=sys.stderr)
+            futures = {client.submit(_run_one, notebook.name, text, p, args.kernel, threads,
+                                     key=f"run-{name}-{slug}"): (slug, p) for slug, p in todo}
+            failures = 0
+            with tqdm(total=len(todo), desc="sweep", unit="run", disable=False, file=sys.stderr) as bar:
+                for future in as_completed(futures):
+                    slug, params = futures[future]
+                    try:
+                        result = future.result()
+                    except Exception as err:  # e.g. the task killed its workers too often: recorded
+                        error = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+                        result = {"record": {"params": params, "status": "failed", "error": error, "metrics": {},
+                                             "duration_s": 0.0}, "notebook": None}
+                    row = records[slug] = _save(sweep_dir, slug, result)
+                    failures += row["status"] != "ok"
+                    bar.set_postfix(failed=failures)
+                    bar.update()
+                    bar.write(f"  {slug}: {row['status']} in {row['duration_s']} s {row['error']}")
     ordered = [records[run_slug(p)] for p in points]
     csv_path = write_results(sweep_dir, grid, ordered, HEADLINE_METRICS.get(notebook.stem, []))
     print(csv_path.read_text())
@@ -256,7 +323,9 @@ def main(argv=None) -> int:
         p.add_argument("--kernel", default="python3")
         if name == "sweep":
             p.add_argument("-g", "--grid", nargs=2, action="append", required=True, metavar=("NAME", "V1,V2,..."))
-            p.add_argument("--workers", type=int, default=1)
+            p.add_argument("--workers", type=int, default=1, help="local Dask worker processes (default 1)")
+            p.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://HOST:PORT) to run the "
+                                                 "grid on instead of a local cluster")
             p.add_argument("--name", help="sweep folder name under runs/ (default: derived from the grid)")
     args = parser.parse_args(argv)
     if not Path(args.notebook).is_file():

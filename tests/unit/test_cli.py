@@ -73,46 +73,27 @@ def test_run_writes_named_output_and_prints_glued_values(tiny_notebook, tmp_path
     assert "asr" in printed and "0.4300" in printed
 
 
-def test_sweep_records_failures_and_resumes_without_rerunning(tiny_notebook, tmp_path, monkeypatch):
+def test_sweep_records_failures_and_resumes_without_rerunning(tiny_notebook, tmp_path, capsys):
     args = ["sweep", str(tiny_notebook), "-g", "poison_rate", "0.1,0.6", "-g", "seed", "0,1",
             "--workers", "2", "--runs-dir", str(tmp_path), "--name", "grid"]
     assert cli.main(args) == 1  # the 0.6 runs fail inside the notebook
-    rows = list(csv.DictReader(open(tmp_path / "grid" / "results.csv")))
+    sweep = tmp_path / "grid"
+    rows = list(csv.DictReader(open(sweep / "results.csv")))
     assert len(rows) == 4
     ok = [r for r in rows if r["status"] == "ok"]
     failed = [r for r in rows if r["status"] == "failed"]
     assert len(ok) == 2 and len(failed) == 2
     assert all("poison rate too high" in r["error"] for r in failed)
     assert sorted(round(float(r["asr"]), 6) for r in ok) == [0.2, 0.21]
-    assert (tmp_path / "grid" / "results.png").stat().st_size > 0
+    assert (sweep / "results.png").stat().st_size > 0
+    assert len(list(sweep.glob("*.failed.ipynb"))) == 2  # the failed notebooks came back for inspection
+    done = {p.name: p.stat().st_mtime_ns for p in sweep.glob("*.ipynb") if not p.name.endswith(".failed.ipynb")}
+    assert len(done) == 2
+    capsys.readouterr()
 
-    executed = []
-    real = cli._run_one
-    monkeypatch.setattr(cli, "ProcessPoolExecutor", _InlineExecutor)
-    monkeypatch.setattr(cli, "_run_one", lambda nb, p, *a: executed.append(p) or real(nb, p, *a))
-    cli.main(args)
-    assert sorted(p["seed"] for p in executed) == [0, 1]  # only the failed runs again
-    assert all(p["poison_rate"] == 0.6 for p in executed)
-
-
-class _InlineExecutor:
-    """Runs submitted work in-process (so the test can count calls)."""
-
-    def __init__(self, max_workers):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def submit(self, fn, *args):
-        from concurrent.futures import Future
-
-        future = Future()
-        future.set_result(fn(*args))
-        return future
+    assert cli.main(args) == 1
+    assert "4 runs, 2 already done, 2 to run" in capsys.readouterr().err  # only the failed runs again
+    assert {p.name: p.stat().st_mtime_ns for p in sweep.glob("*.ipynb") if p.name in done} == done
 
 
 def test_sweep_validates_the_whole_grid_first(tiny_notebook, tmp_path):
