@@ -6,15 +6,20 @@ uses them only to *score* what a detector or defense decided without them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import torch
 
-from .defenses import NeuralCleanse
+from sklearn.metrics import roc_auc_score
+
+from .defenses import DefenderData, Measure, NeuralCleanse, defender_data
 from .detectors import Detector
 from .detectors.activation_clustering import Detection
+from .detectors.strip import STRIP
 from .experiments import CORE_SOURCES, AttackResult, Experiment, cleanse, run_attack, train_on_data_cached
-from .metrics import detection_scores
+from .metrics import detection_scores, distortion
 
 
 def training_set(result: AttackResult) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -126,3 +131,158 @@ def mean_and_spread(values) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     values = np.asarray(values, dtype=float)
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def trade_off_grid(exp: Experiment, field: str, values, poison_rates, x_test: torch.Tensor,
+                   device: str = "auto") -> pd.DataFrame:
+    """One model per (``field`` value, poison rate) pair (cached): a row each with the value, the
+    poison rate, the number of poisons, the triggered test images' median PSNR, CA and ASR."""
+    rows = []
+    for value in values:
+        for rate in poison_rates:
+            result = run_attack(exp.with_(**{field: value}, poison_rate=rate), device)
+            psnr = float(distortion(x_test, result.trigger.apply(x_test))["psnr_db"].median())
+            rows.append({field: value, "poison_rate": rate, "n_poison": result.poisoned.n_poison,
+                         "psnr_db_median": psnr, "clean_acc": result.clean_acc, "asr": result.asr})
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The cheapest cell of a :func:`trade_off_grid` meeting a stealth and a success floor."""
+
+    field: str
+    row: dict | None  # None: no cell meets both floors
+    closest: dict | None  # when none does: the stealthy-enough cell with the highest ASR
+    scale: float
+    unit: str
+
+    def _setting(self, row) -> str:
+        return (f"{self.field} {row[self.field] * self.scale:g}{self.unit} (median PSNR {row['psnr_db_median']:.1f} dB) "
+                f"at poison rate {row['poison_rate']:g} ({int(row['n_poison']):,} poisoned images)")
+
+    @property
+    def text(self) -> str:
+        if self.row is not None:
+            return f"{self._setting(self.row)}: ASR {self.row['asr']:.4f}, CA {self.row['clean_acc']:.4f}"
+        if self.closest is None:
+            return "none in the grid: no setting is stealthy enough"
+        return (f"none in the grid: the closest is {self._setting(self.closest)} with ASR "
+                f"{self.closest['asr']:.4f}")
+
+    def compare(self, value: float, poison_rate: float) -> str:
+        """A sentence on whether the chapter's own setting is the pick."""
+        if self.row is None:
+            return "No setting of the grid meets both floors, so the chapter keeps its default."
+        if np.isclose(self.row[self.field], value) and np.isclose(self.row["poison_rate"], poison_rate):
+            return "It is this chapter's default setting."
+        return (f"The chapter's default ({self.field} {value * self.scale:g}{self.unit}, poison rate "
+                f"{poison_rate:g}) is not that setting.")
+
+
+def cheapest_setting(grid: pd.DataFrame, field: str, min_psnr_db: float, min_asr: float, scale: float = 1.0,
+                     unit: str = "") -> Pick:
+    """The cell with the fewest poisons among those with PSNR >= ``min_psnr_db`` and ASR >=
+    ``min_asr`` (ties: the higher PSNR). ``scale``/``unit`` only format ``field`` for the reader."""
+    stealthy = grid[grid.psnr_db_median >= min_psnr_db]
+    good = stealthy[stealthy.asr >= min_asr].sort_values(["n_poison", "psnr_db_median"], ascending=[True, False])
+    if len(good):
+        return Pick(field, good.iloc[0].to_dict(), None, scale, unit)
+    closest = stealthy.sort_values("asr", ascending=False).iloc[0].to_dict() if len(stealthy) else None
+    return Pick(field, None, closest, scale, unit)
+
+
+@dataclass
+class Screening:
+    """STRIP on one attack: entropies of clean and triggered test inputs, the threshold the
+    defender set on its own clean images, and the rates the reader scores."""
+
+    clean_entropy: torch.Tensor
+    triggered_entropy: torch.Tensor
+    threshold: float
+    frr: float  # clean test inputs rejected
+    far: float  # triggered test inputs accepted
+    auroc: float
+
+
+def screen_inputs(result: AttackResult, strip: STRIP, defender: DefenderData, n_inputs: int = 1000,
+                  seed: int = 0) -> Screening:
+    """STRIP against ``result``: overlays from the defender's tuning images, the threshold from its
+    selection images (a false-rejection rate of ``strip.frr`` there), then the first ``n_inputs``
+    clean test images and as many triggered non-target test images, scored."""
+    splits, target = result.splits, result.experiment.target_label
+    threshold = strip.threshold(result.model, defender.x_select, defender.x_tune, seed)
+    clean = splits.x_test[:n_inputs]
+    keep = splits.y_test != target
+    triggered = result.trigger.apply(splits.x_test[keep][:n_inputs])
+    h_clean = strip.entropy(result.model, clean, defender.x_tune, seed + 1)
+    h_trig = strip.entropy(result.model, triggered, defender.x_tune, seed + 2)
+    truth = np.r_[np.zeros(len(h_clean)), np.ones(len(h_trig))]
+    auroc = float(roc_auc_score(truth, -np.r_[h_clean.numpy(), h_trig.numpy()]))  # low entropy = triggered
+    return Screening(h_clean, h_trig, threshold, float((h_clean < threshold).float().mean()),
+                     float((h_trig >= threshold).float().mean()), auroc)
+
+
+#: The matrix's columns: each defense's main metric and whether a higher value is better for the
+#: defender (detection F1 or recall; the false-acceptance rate of triggered inputs at the clean
+#: false-rejection rate STRIP was set for; the ASR left after a repair).
+MATRIX_METRICS = {
+    "activation_clustering": ("F1", True),
+    "spectral_signatures": ("recall", True),
+    "strip": ("FAR", False),
+    "fine_pruning": ("ASR after", False),
+    "neural_cleanse": ("ASR after", False),
+}
+
+
+def defense_cell(result: AttackResult, name: str, method, defender: DefenderData, seed: int = 0,
+                 device: str = "auto", strip_inputs: int = 1000) -> dict:
+    """One cell of the matrix: ``method`` (the defense called ``name``) against ``result``, its main
+    metric as ``value`` plus what the reader needs beside it (precision, AUROC, the CA cost)."""
+    if name in ("activation_clustering", "spectral_signatures"):
+        _, scores = detect_and_score(result, method, seed, device)
+        value = scores["f1"] if name == "activation_clustering" else scores["recall"]
+        return {"value": value, "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"]}
+    if name == "strip":
+        screening = screen_inputs(result, method, defender, strip_inputs, seed)
+        return {"value": screening.far, "auroc": screening.auroc, "frr": screening.frr}
+    if name == "neural_cleanse":
+        report = cleanse(result, method, defender.x_tune)
+        model = method.unlearn_flagged(result.model, report, defender, seed, device)
+    else:
+        model = method.repair(result.model, defender, seed, device).model
+    after = Measure(defender, result.splits, result.trigger, result.experiment.target_label)(model)
+    return {"value": after["asr"], "ca_cost_pp": 100 * (result.clean_acc - after["clean_acc"])}
+
+
+def defense_matrix(experiments: dict, seeds, methods: dict, device: str = "auto", n_tune: int = 5000,
+                   strip_inputs: int = 1000) -> pd.DataFrame:
+    """Every attack (``{name: Experiment}``) at every seed against every defense (``{name: method}``,
+    names as in :data:`MATRIX_METRICS`): one row per (attack, seed, defense), with the attack's own
+    CA and ASR. Models, reclassifiers and reversed triggers are cached, so reruns are cheap."""
+    rows = []
+    for attack, exp in experiments.items():
+        for seed in seeds:
+            result = run_attack(exp.with_(seed=seed), device)
+            defender = defender_data(result.splits, n_tune=n_tune)
+            for name, method in methods.items():
+                cell = defense_cell(result, name, method, defender, seed, device, strip_inputs)
+                rows.append({"attack": attack, "seed": seed, "defense": name, "metric": MATRIX_METRICS[name][0],
+                             "clean_acc": result.clean_acc, "asr": result.asr, **cell})
+    return pd.DataFrame(rows)
+
+
+def matrix_summary(matrix: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Per (attack, defense): the mean of ``value``, its sample standard deviation over seeds
+    (0 for one seed), and the defender's score (the mean, or 1 - mean where lower is better)."""
+    grouped = matrix.groupby(["attack", "defense"], sort=False)["value"]
+    mean = grouped.mean().unstack("defense")
+    spread = grouped.std(ddof=1).fillna(0.0).unstack("defense")
+    order = [d for d in MATRIX_METRICS if d in mean.columns]
+    attacks = list(dict.fromkeys(matrix.attack))
+    mean, spread = mean.loc[attacks, order], spread.loc[attacks, order]
+    score = mean.copy()
+    for d in order:
+        if not MATRIX_METRICS[d][1]:
+            score[d] = 1 - mean[d]
+    return mean, spread, score

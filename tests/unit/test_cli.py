@@ -1,7 +1,6 @@
 """The run/sweep command on a tiny stand-in chapter (fast: no training)."""
 
 import csv
-import json
 
 import nbformat
 import pytest

@@ -1,6 +1,7 @@
 """Scoring helpers: where the true poisons ended up, and why a detection run missed."""
 
 import numpy as np
+import pytest
 import torch
 
 from backdoor_utils.detectors.activation_clustering import Detection, Reclassification
@@ -39,3 +40,52 @@ def test_failure_reason_names_what_went_wrong():
     assert "l / p = 2.75 > T = 1 keeps the cluster" in mixed
     noisy = failure_reason(_run(n_flagged=838, poisons_in_best_candidate=100))
     assert noisy.endswith("; 838 genuine images are flagged")
+
+
+def _grid():
+    import pandas as pd
+
+    # eps (in 1/255), poison rate -> n_poison, PSNR, CA, ASR
+    rows = [(4, 0.01, 540, 41.0, 0.99, 0.30), (4, 0.05, 2700, 41.0, 0.99, 0.97),
+            (8, 0.01, 540, 37.7, 0.99, 0.76), (8, 0.02, 1080, 37.7, 0.99, 0.985), (8, 0.05, 2700, 37.7, 0.99, 1.0),
+            (16, 0.01, 540, 31.0, 0.99, 0.999)]
+    return pd.DataFrame([{"eps": e / 255, "poison_rate": r, "n_poison": n, "psnr_db_median": p, "clean_acc": c,
+                          "asr": a} for e, r, n, p, c, a in rows])
+
+
+def test_cheapest_setting_takes_the_fewest_poisons_among_stealthy_working_cells():
+    from backdoor_utils.evaluation import cheapest_setting
+
+    pick = cheapest_setting(_grid(), "eps", min_psnr_db=35.0, min_asr=0.98, scale=255, unit="/255")
+    # 16/255 works with 540 poisons but is visible (31 dB): not eligible
+    assert pick.row["n_poison"] == 1080 and round(pick.row["eps"] * 255) == 8
+    assert pick.text.startswith("eps 8/255 (median PSNR 37.7 dB) at poison rate 0.02 (1,080 poisoned images)")
+    assert pick.compare(8 / 255, 0.02) == "It is this chapter's default setting."
+    assert "is not that setting" in pick.compare(8 / 255, 0.01)
+
+
+def test_cheapest_setting_says_none_and_names_the_closest_when_no_cell_meets_both_floors():
+    from backdoor_utils.evaluation import cheapest_setting
+
+    pick = cheapest_setting(_grid(), "eps", min_psnr_db=38.0, min_asr=0.98, scale=255, unit="/255")
+    assert pick.row is None  # only 4/255 is stealthy enough, and it reaches 0.97 at best
+    assert pick.text.startswith("none in the grid: the closest is eps 4/255") and "ASR 0.9700" in pick.text
+    assert pick.compare(8 / 255, 0.01).startswith("No setting of the grid meets both floors")
+
+
+def test_matrix_summary_gives_mean_spread_and_a_defender_score_oriented_per_metric():
+    import pandas as pd
+
+    from backdoor_utils.evaluation import matrix_summary
+
+    rows = [("patch", 0, "spectral_signatures", 1.0), ("patch", 1, "spectral_signatures", 0.8),
+            ("patch", 0, "strip", 0.0), ("patch", 1, "strip", 0.2),
+            ("sig", 0, "spectral_signatures", 0.1), ("sig", 1, "spectral_signatures", 0.3),
+            ("sig", 0, "strip", 0.9), ("sig", 1, "strip", 0.7)]
+    matrix = pd.DataFrame(rows, columns=["attack", "seed", "defense", "value"])
+    mean, spread, score = matrix_summary(matrix)
+    assert list(mean.index) == ["patch", "sig"] and list(mean.columns) == ["spectral_signatures", "strip"]
+    assert mean.loc["patch", "spectral_signatures"] == pytest.approx(0.9)
+    assert spread.loc["sig", "strip"] == pytest.approx(np.std([0.9, 0.7], ddof=1))
+    assert score.loc["patch", "strip"] == pytest.approx(0.9)  # FAR 0.1: lower is better, score 1 - FAR
+    assert score.loc["sig", "spectral_signatures"] == pytest.approx(0.2)  # recall: higher is better

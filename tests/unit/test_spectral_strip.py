@@ -1,0 +1,106 @@
+"""Spectral signatures and STRIP on stand-in models whose behaviour is known exactly."""
+
+import pytest
+import torch
+from torch import nn
+
+from backdoor_utils import detectors
+from backdoor_utils.detectors.spectral_signatures import SpectralSignatures, outlier_scores
+from backdoor_utils.detectors.strip import STRIP
+
+
+class Features(nn.Module):
+    """Penultimate representations = the first 32 pixels of the image (known to the test)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Linear(1, 1)
+
+    def penultimate_activations(self, x):
+        return x.flatten(1)[:, :32]
+
+    last_conv_activations = conv_features = penultimate_activations
+
+
+def _label_with_poisons(n_clean=900, n_poison=90, seed=0):
+    """One label's images: clean pixels noise, poisons shifted along one fixed direction (their
+    signature) - images [n, 1, 28, 28], labels all 0, and the true flags."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n_clean + n_poison, 1, 28, 28, generator=g)
+    direction = torch.randn(32, generator=g)
+    x.view(len(x), -1)[n_clean:, :32] += 0.8 * direction / direction.norm() * 4
+    truth = torch.zeros(len(x), dtype=torch.bool)
+    truth[n_clean:] = True
+    return x, torch.zeros(len(x), dtype=torch.long), truth
+
+
+def test_outlier_score_is_the_squared_projection_on_the_top_singular_direction_of_centred_data():
+    g = torch.Generator().manual_seed(0)
+    reps = torch.randn(200, 5, generator=g) * torch.tensor([5.0, 1, 1, 1, 1]) + 100  # far from the origin
+    scores = outlier_scores(reps)
+    centred = reps.double() - reps.double().mean(0)
+    v = torch.linalg.svd(centred, full_matrices=False).Vh[0]
+    assert torch.allclose(scores.double(), (centred @ v) ** 2, rtol=1e-5)
+    assert abs(float(v[0])) > 0.95  # the high-variance axis, not the mean's direction
+
+
+def test_spectral_signatures_remove_one_and_a_half_epsilon_of_each_label_and_catch_the_poisons():
+    x, y, truth = _label_with_poisons()
+    x2, y2, _ = _label_with_poisons(n_poison=0, seed=1)
+    x, y = torch.cat([x, x2]), torch.cat([y, y2 + 1])
+    truth = torch.cat([truth, torch.zeros(len(y2), dtype=torch.bool)])
+    found = SpectralSignatures(epsilon=0.1).detect(Features(), x, y)
+    assert found.removed_per_label == {0: int(1.5 * 0.1 * 990), 1: int(1.5 * 0.1 * 900)}
+    assert int(found.flags.sum()) == sum(found.removed_per_label.values())
+    recall = float((found.flags & truth).sum() / truth.sum())
+    assert recall >= 0.95
+
+
+def test_spectral_signatures_reject_an_epsilon_outside_the_unit_interval():
+    with pytest.raises(ValueError, match="epsilon"):
+        detectors.get("spectral_signatures", epsilon=1.5)
+
+
+class PatchOrPixels(nn.Module):
+    """Class 0 whenever the top-left 3x3 patch is bright (the 'backdoor'), else a fixed random linear
+    read-out of the pixels: blends of a clean image are ambiguous, blends of a triggered one are not."""
+
+    def __init__(self):
+        super().__init__()
+        self.read = nn.Linear(784, 10)
+        torch.nn.init.normal_(self.read.weight, std=0.3, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, x):
+        logits = self.read(x.flatten(1))
+        fired = (x[:, 0, :3, :3].amin((1, 2)) > 0.9).float()
+        return logits + 50 * fired[:, None] * torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10)
+
+
+def _stamp(x):
+    x = x.clone()
+    x[:, :, :3, :3] = 1.0
+    return x
+
+
+def test_strip_threshold_sets_the_false_rejection_rate_and_flags_triggered_inputs():
+    g = torch.Generator().manual_seed(0)
+    pool, clean_val, clean_test = (torch.rand(n, 1, 28, 28, generator=g) * 0.8 for n in (300, 400, 400))
+    strip = STRIP(n_overlays=20, frr=0.05)
+    model = PatchOrPixels()
+    threshold = strip.threshold(model, clean_val, pool)
+    val_h = strip.entropy(model, clean_val, pool)
+    assert float((val_h < threshold).float().mean()) == pytest.approx(0.05, abs=0.005)
+    triggered = strip.detect(model, _stamp(clean_test), x_pool=pool, threshold=threshold)
+    assert triggered.flags.all()  # every blend keeps the patch: entropy ~0
+    assert float(triggered.entropy.max()) < 0.01
+    clean = strip.detect(model, clean_test, x_pool=pool, threshold=threshold)
+    assert float(clean.flags.float().mean()) < 0.15  # about frr on fresh clean inputs
+
+
+def test_strip_blends_saturate_and_draw_overlays_per_input_seeded():
+    strip = STRIP(n_overlays=5)
+    picks = strip.overlays(torch.zeros(10, 1, 28, 28), 3, seed=4)
+    assert picks.shape == (3, 5) and torch.equal(picks, strip.overlays(torch.zeros(10, 1, 28, 28), 3, seed=4))
+    assert not torch.equal(picks[0], picks[1])
+    with pytest.raises(ValueError, match="n_overlays"):
+        STRIP(n_overlays=50).overlays(torch.zeros(10, 1, 28, 28), 1)
