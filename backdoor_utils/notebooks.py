@@ -74,4 +74,6 @@ HEADLINE_METRICS = {
     "05_activation_clustering": ["precision", "recall", "f1", "asr_after", "clean_acc_after", "asr_relabel",
                                  "clean_acc_relabel"],
     "06_fine_pruning": ["fp_asr_after", "fp_clean_acc_after", "nc_anomaly_index", "nc_asr_after", "nc_clean_acc_after"],
+    "07_more_attacks": ["blend_clean_acc", "blend_asr", "sig_clean_acc", "sig_asr", "wanet_clean_acc", "wanet_asr"],
+    "08_defense_matrix": ["ss_recall", "ss_precision", "ss_asr_after", "strip_far", "strip_auroc"],
 }

@@ -23,6 +23,8 @@ RULES = {
     "soft_sigma": positive(10.0),
     "poison_rates": list_of(open_unit),
     "eps_values": list_of(positive(1.0)),
+    "grid_eps_values": list_of(positive(1.0)),
+    "grid_poison_rates": list_of(open_unit),
     "seeds": list_of(integer(0, 2**31 - 1)),
     "n_components": integer(2, 128),
     "reduction": choice(("ica", "pca")),
@@ -40,6 +42,14 @@ RULES = {
     "ratio_threshold": positive(100.0),
     "nc_samples": integer(16, 5000),
     "nc_batch_size": integer(1, 1024),
+    "blend_alphas": list_of(open_unit),
+    "sig_share": open_unit,
+    "sig_shares": list_of(open_unit),
+    "wanet_poison_rate": open_unit,
+    "ss_epsilon": open_unit,
+    "strip_overlays": integer(1, 1000),
+    "strip_frr": open_unit,
+    "strip_inputs": integer(10, 9000),
     "attacks": list_of(lambda name, value: choice(attacks.names())(name, value)),
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from sklearn.metrics import ConfusionMatrixDisplay
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
 
 def show_images(images, titles=None, ncols: int = 8, suptitle: str | None = None, cmap="gray", vmin=0.0, vmax=1.0, size: float = 1.4):
@@ -77,5 +77,105 @@ def cluster_projections(clusterings, is_poison=None, labels=(0,), title: str = "
         ax.set_ylabel("component 2")
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def image_rows(rows: dict, n: int = 6, title: str | None = None, size: float = 1.3):
+    """One row of ``n`` images per named entry of ``rows`` ({name: [N,1,28,28]}), the name on the
+    left; a row whose name starts with "difference" is drawn on a diverging scale [-1, 1]."""
+    fig, axes = plt.subplots(len(rows), n, figsize=(size * n + 1.2, size * len(rows) + (0.4 if title else 0)),
+                             squeeze=False)
+    for r, (name, images) in enumerate(rows.items()):
+        signed = name.startswith("difference")
+        for c in range(n):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.imshow(torch.as_tensor(images[c]).squeeze().cpu().numpy(), cmap="RdBu_r" if signed else "gray",
+                      vmin=-1.0 if signed else 0.0, vmax=1.0)
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap(values, row_labels, col_labels, xlabel: str, ylabel: str, title: str, fmt: str = "{:.2f}",
+            vmin: float = 0.0, vmax: float = 1.0, cmap: str = "viridis", colorbar: str = "", texts=None):
+    """A matrix of values with each cell's number written in it (NaN cells left blank); ``texts``,
+    a matrix of strings of the same shape, replaces the numbers (e.g. "0.98 ± 0.01")."""
+    values = np.asarray(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.1 * len(col_labels) + 2.6, 0.6 * len(row_labels) + 1.8))
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(col_labels)), [str(c) for c in col_labels])
+    ax.set_yticks(range(len(row_labels)), [str(r) for r in row_labels])
+    for (i, j), v in np.ndenumerate(values):
+        if v == v:
+            shade = (v - vmin) / (vmax - vmin) if vmax > vmin else 0.0
+            ax.text(j, i, fmt.format(v) if texts is None else texts[i][j], ha="center", va="center", fontsize=8,
+                    color="black" if shade > 0.6 else "white")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label=colorbar)
+    fig.tight_layout()
+    return fig
+
+
+def rates_with_psnr(x, curves: dict, psnr, xlabel: str, title: str):
+    """:func:`rate_curves` with the triggered images' median PSNR (dB) on a second axis."""
+    fig = rate_curves(x, curves, xlabel=xlabel, title=title)
+    ax = fig.axes[0]
+    twin = ax.twinx()
+    twin.plot(x, psnr, color="gray", ls="--", marker="s", ms=4, label="median PSNR (dB)")
+    twin.set_ylabel("median PSNR (dB)")
+    twin.legend(loc="center right")
+    fig.tight_layout()
+    return fig
+
+
+def entropy_histograms(clean, triggered, threshold: float, title: str):
+    """STRIP's mean entropies of clean and triggered inputs, with the detection threshold."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    top = float(max(np.max(np.asarray(clean)), np.max(np.asarray(triggered)), threshold)) + 1e-6
+    bins = np.linspace(0, top, 50)
+    ax.hist(np.asarray(clean), bins=bins, alpha=0.6, label="clean inputs")
+    ax.hist(np.asarray(triggered), bins=bins, alpha=0.6, label="triggered inputs")
+    ax.axvline(threshold, color="black", ls=":", lw=1, label="threshold (FRR on clean held-out)")
+    ax.set_xlabel("mean entropy of the blends' predictions (bits)")
+    ax.set_ylabel("inputs")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def score_histograms(scores, is_poison, title: str, cut: float | None = None):
+    """Outlier scores of one label's images, genuine vs poisoned (the truth colours the plot, for
+    the reader; the detector never sees it), with the removal cut."""
+    scores, is_poison = np.asarray(scores), np.asarray(is_poison, dtype=bool)
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    bins = np.linspace(0, float(scores.max()) + 1e-9, 60)
+    ax.hist(scores[~is_poison], bins=bins, alpha=0.6, label="genuine images")
+    ax.hist(scores[is_poison], bins=bins, alpha=0.6, label="poisoned images")
+    if cut is not None:
+        ax.axvline(cut, color="black", ls=":", lw=1, label="removal cut")
+    ax.set_yscale("log")
+    ax.set_xlabel("outlier score (squared projection on the top singular vector)")
+    ax.set_ylabel("images (log scale)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def roc_curves(curves: dict, title: str):
+    """ROC curves ({name: (truth, score)}, a higher score meaning "triggered"), AUROC in the legend."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    for name, (truth, score) in curves.items():
+        RocCurveDisplay.from_predictions(np.asarray(truth), np.asarray(score), name=name, ax=ax)
+    ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=1)
+    ax.set_title(title)
     fig.tight_layout()
     return fig

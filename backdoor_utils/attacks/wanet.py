@@ -48,6 +48,17 @@ class WarpTrigger:
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         return self.warp(x, self.grid()) if len(x) else x.clone()
 
+    def noisy_grids(self, n: int, generator: torch.Generator, base: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` grids of the noise mode: the trigger's grid plus per-pixel noise in [-1/28, 1/28]."""
+        base = self.grid() if base is None else base
+        noise = (torch.rand(n, 28, 28, 2, generator=generator) * 2 - 1) / 28
+        return (base + noise.to(base.device)).clamp(-1, 1)
+
+    def apply_noisy(self, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """``x`` warped as the noise mode warps its images (each its own seeded noise)."""
+        grids = self.noisy_grids(len(x), torch.Generator().manual_seed(seed))
+        return F.grid_sample(x, grids.to(x.device, x.dtype), align_corners=True)
+
     def spec(self) -> dict:
         return {"kind": "warp", **asdict(self)}
 
@@ -74,8 +85,7 @@ class NoiseModeHook:
         if n == 0:
             return xb
         chosen = clean[torch.randperm(len(clean), generator=self.generator)[:n]]
-        noise = (torch.rand(n, 28, 28, 2, generator=self.generator) * 2 - 1) / 28
-        grid = (self.base + noise.to(self.base.device)).clamp(-1, 1)
+        grid = self.trigger.noisy_grids(n, self.generator, self.base)
         out = xb.clone()
         out[chosen.to(xb.device)] = F.grid_sample(xb[chosen.to(xb.device)], grid.to(xb.dtype), align_corners=True)
         return out.contiguous(memory_format=torch.channels_last)

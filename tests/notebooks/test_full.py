@@ -98,3 +98,25 @@ def test_06_neural_cleanse_holds_on_every_run(full):
     v = full("06_fine_pruning")
     assert v["nc_runs_target_flagged"] == v["nc_n_runs"] >= 2
     assert v["nc_runs_false_flags"] == 0
+
+
+def test_07_blended_and_wanet_targets(full):
+    v = full("07_more_attacks")
+    assert v["blend_asr"] >= 0.98 and v["blend_clean_acc"] >= v["clean_acc_baseline"] - 0.003
+    # the WaNet paper: CA 0.9952 / ASR 0.9986 on MNIST with its own network; ours: ASR >= 0.98, CA within 0.5 pp
+    assert v["wanet_asr"] >= 0.98 and v["wanet_ca_gap_pp"] <= 0.5
+    assert v["sig_n_mislabelled"] == 0 and v["max_clean_control"] < 0.01
+
+
+@pytest.mark.xfail(reason="missed (2026-11-26, AVX2 CPU): SIG with delta 20/255 on 10-40% of the target class "
+                   "reaches ASR 0.0011-0.0014 (clean model 0.0011); a test-time signal of 160/255 fires it on "
+                   "0.08 of the images (20% of the class signed)")
+def test_07_sig_forms_a_backdoor(full):
+    assert full("07_more_attacks")["sig_asr"] >= 0.9
+
+
+def test_08_spectral_signatures_and_strip_targets(full):
+    v = full("08_defense_matrix")
+    assert v["ss_recall"] >= 0.9
+    assert v["strip_far"] <= 0.01
+    assert v["n_cells"] == 35 and v["n_seeds"] >= 3

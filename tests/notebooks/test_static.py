@@ -26,8 +26,10 @@ def glue_names(path: Path) -> list[str]:
     return names
 
 
-def test_there_are_six_chapters():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+def test_every_chapter_is_numbered_in_order_and_in_the_table_of_contents():
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, len(NOTEBOOKS) + 1)]
+    toc = (ROOT / "_toc.yml").read_text()
+    assert all(f"notebooks/{p.stem}" in toc for p in NOTEBOOKS)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -245,6 +245,19 @@ def test_wanet_noise_mode_warps_only_clean_images_at_its_rate(splits):
     assert torch.equal(out, again)  # seeded
 
 
+def test_wanet_noisy_warps_are_the_trigger_grid_plus_bounded_per_image_noise(splits):
+    from backdoor_utils.attacks.wanet import WarpTrigger
+
+    trigger, x = WarpTrigger(), splits.x_test[:64]
+    grids = trigger.noisy_grids(64, torch.Generator().manual_seed(1))
+    offset = (grids - trigger.grid()).abs()
+    assert offset.max() <= 1 / 28 + 1e-6 and offset.flatten(1).amax(1).min() > 0.5 / 28  # noise in [-1/28, 1/28]
+    assert not torch.equal(grids[0], grids[1])  # each image its own noise
+    noisy = trigger.apply_noisy(x, seed=1)
+    assert torch.equal(noisy, trigger.apply_noisy(x, seed=1))  # seeded
+    assert not torch.equal(noisy, trigger.apply(x))
+
+
 def test_wanet_trains_end_to_end_with_its_noise_mode(tmp_path, monkeypatch):
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
     result = run_attack(Experiment("wanet", n_train=2000, epochs=1, poison_rate=0.1), "cpu")
