@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sklearn.metrics import roc_auc_score
+from sklearn.decomposition import PCA
+from sklearn.metrics import roc_auc_score, silhouette_score
 
 from .defenses import DefenderData, Measure, NeuralCleanse, defender_data
 from .detectors import Detector
@@ -20,6 +21,7 @@ from .detectors.activation_clustering import Detection
 from .detectors.strip import STRIP
 from .experiments import CORE_SOURCES, AttackResult, Experiment, cleanse, run_attack, train_on_data_cached
 from .metrics import detection_scores, distortion
+from .training import activations
 
 
 def training_set(result: AttackResult) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -234,6 +236,15 @@ MATRIX_METRICS = {
     "neural_cleanse": ("ASR after", False),
 }
 
+#: How the matrix's columns are named for the reader (figures and tables).
+MATRIX_NAMES = {
+    "activation_clustering": "activation\nclustering",
+    "spectral_signatures": "Spectral\nSignatures",
+    "strip": "STRIP",
+    "fine_pruning": "fine-\npruning",
+    "neural_cleanse": "Neural Cleanse\n+ unlearning",
+}
+
 
 def defense_cell(result: AttackResult, name: str, method, defender: DefenderData, seed: int = 0,
                  device: str = "auto", strip_inputs: int = 1000) -> dict:
@@ -286,3 +297,42 @@ def matrix_summary(matrix: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd
         if not MATRIX_METRICS[d][1]:
             score[d] = 1 - mean[d]
     return mean, spread, score
+
+
+def latent_separation(result: AttackResult, n_components: int = 10) -> dict:
+    """For the reader, from the true flags: how far the poisons sit from the genuine images of the
+    target label in the model's penultimate space - the images labelled target projected with PCA,
+    the first two components for a picture, and the silhouette of the split genuine / poisoned
+    (near 1: a cluster of their own; near 0 or below: mixed in)."""
+    x, y, truth = training_set(result)
+    index = torch.nonzero(y == result.experiment.target_label).flatten()
+    reps = activations(result.model, x[index]).numpy()
+    projected = PCA(n_components, random_state=0).fit_transform(reps)
+    poison = truth[index].numpy()
+    score = float(silhouette_score(projected, poison, sample_size=min(len(poison), 4000), random_state=0)) \
+        if 0 < poison.sum() < len(poison) else float("nan")
+    return {"points": projected[:, :2], "is_poison": poison, "silhouette": score}
+
+
+def singular_directions(result: AttackResult, epsilon: float, n_directions: int = 5) -> pd.DataFrame:
+    """For the reader, from the true flags: Spectral Signatures' score along each of the first
+    ``n_directions`` right-singular vectors of the target label's centred penultimate
+    representations - its singular value, the AUROC of the squared projection for poisoned vs
+    genuine, and the recall of removing the top ``1.5 * epsilon`` of the label by it. The method
+    uses only the first direction; this shows whether the poisons sit along it or along another."""
+    x, y, truth = training_set(result)
+    index = torch.nonzero(y == result.experiment.target_label).flatten()
+    reps = activations(result.model, x[index]).double()
+    centred = reps - reps.mean(0, keepdim=True)
+    _, values, vh = torch.linalg.svd(centred, full_matrices=False)
+    poison = truth[index].numpy()
+    n_remove = int(np.floor(1.5 * epsilon * len(index)))
+    rows = []
+    for k in range(min(n_directions, len(values))):
+        scores = (centred @ vh[k]).pow(2).numpy()
+        top = np.argsort(-scores)[:n_remove]
+        rows.append({"direction": k + 1, "singular value": float(values[k]),
+                     "AUROC poisoned vs genuine": float(roc_auc_score(poison, scores)) if 0 < poison.sum() < len(poison)
+                     else float("nan"),
+                     "recall of the removal": float(poison[top].sum() / max(1, poison.sum()))})
+    return pd.DataFrame(rows)

@@ -76,4 +76,5 @@ HEADLINE_METRICS = {
     "06_fine_pruning": ["fp_asr_after", "fp_clean_acc_after", "nc_anomaly_index", "nc_asr_after", "nc_clean_acc_after"],
     "07_more_attacks": ["blend_clean_acc", "blend_asr", "sig_clean_acc", "sig_asr", "wanet_clean_acc", "wanet_asr"],
     "08_defense_matrix": ["ss_recall", "ss_precision", "ss_asr_after", "strip_far", "strip_auroc"],
+    "09_adaptive_attacker": ["ac_blended", "ac_adaptive", "ss_blended", "ss_adaptive", "asr_blended", "asr_adaptive"],
 }

@@ -24,6 +24,7 @@ RULES = {
     "poison_rates": list_of(open_unit),
     "eps_values": list_of(positive(1.0)),
     "grid_eps_values": list_of(positive(1.0)),
+    "noise_eps": positive(1.0),
     "grid_poison_rates": list_of(open_unit),
     "seeds": list_of(integer(0, 2**31 - 1)),
     "n_components": integer(2, 128),

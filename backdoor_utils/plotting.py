@@ -179,3 +179,20 @@ def roc_curves(curves: dict, title: str):
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def latent_scatter(panels: dict, title: str = ""):
+    """Side-by-side 2-D projections ({name: (points [n, 2], is_poison [n])}), genuine vs poisoned."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.9), squeeze=False)
+    for ax, (name, (points, is_poison)) in zip(axes.flat, panels.items()):
+        points, is_poison = np.asarray(points), np.asarray(is_poison, dtype=bool)
+        ax.scatter(points[~is_poison, 0], points[~is_poison, 1], s=3, alpha=0.4, label="genuine")
+        ax.scatter(points[is_poison, 0], points[is_poison, 1], s=5, alpha=0.7, color="tab:red", label="poisoned")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("component 1")
+        ax.set_ylabel("component 2")
+        ax.legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

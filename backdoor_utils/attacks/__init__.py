@@ -4,7 +4,7 @@ A new attack is one module: a frozen dataclass subclassing :class:`~.base.Attack
 :func:`~.base.register`, imported below (or anywhere before it is asked for by name).
 """
 
-from . import blended, blur, learned, noise, patch, sig, wanet  # noqa: F401  (registers the built-in attacks)
+from . import adaptive_blend, blended, blur, learned, noise, patch, sig, wanet  # noqa: F401  (registers the built-in attacks)
 from .base import (POLICIES, REGISTRY, Attack, PoisonedDataset, choose_poison_indices, clean_label, dirty_label, get,
                    names, parameter_rules, register)
 
