@@ -209,8 +209,11 @@ def parse_grid(grid_args) -> dict:
 def write_results(sweep_dir: Path, grid: dict, records: list[dict], metrics: list[str]) -> Path:
     """``results.csv`` (one row per run) and ``results.png`` (metric vs parameter, mean and spread over seeds)."""
     names = list(grid)
-    metric_names = sorted({m for r in records for m, v in r["metrics"].items() if isinstance(v, (int, float))})
-    fields = names + metric_names + ["status", "duration_s", "error"]
+    params = list(dict.fromkeys(names + [k for r in records for k in r["params"]]))  # grid, then the -p ones
+    # a value the notebook glues under a parameter's own name (01 glues poison_rate) is that parameter
+    metric_names = sorted({m for r in records for m, v in r["metrics"].items()
+                           if isinstance(v, (int, float)) and m not in params})
+    fields = params + metric_names + ["status", "duration_s", "error"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()

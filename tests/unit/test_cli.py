@@ -95,6 +95,15 @@ def test_sweep_records_failures_and_resumes_without_rerunning(tiny_notebook, tmp
     assert {p.name: p.stat().st_mtime_ns for p in sweep.glob("*.ipynb") if p.name in done} == done
 
 
+def test_sweep_records_fixed_parameters_beside_the_grid(tiny_notebook, tmp_path):
+    args = ["sweep", str(tiny_notebook), "-g", "poison_rate", "0.1,0.2", "-p", "seed", "2", "--runs-dir",
+            str(tmp_path), "--name", "fixed"]
+    assert cli.main(args) == 0
+    rows = list(csv.DictReader(open(tmp_path / "fixed" / "results.csv")))
+    assert [(r["poison_rate"], r["seed"]) for r in rows] == [("0.1", "2"), ("0.2", "2")]
+    assert sorted(round(float(r["asr"]), 6) for r in rows) == [0.22, 0.42]
+
+
 def test_sweep_validates_the_whole_grid_first(tiny_notebook, tmp_path):
     code = cli.main(["sweep", str(tiny_notebook), "-g", "poison_rate", "0.1,2.0", "--runs-dir", str(tmp_path), "--name", "bad"])
     assert code == 2
