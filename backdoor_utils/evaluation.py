@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score, silhouette_score
 from .defenses import DefenderData, Measure, NeuralCleanse, defender_data
 from .detectors import Detector
 from .detectors.activation_clustering import Detection
+from .detectors.spectral_signatures import direction_scores
 from .detectors.strip import STRIP
 from .experiments import CORE_SOURCES, AttackResult, Experiment, cleanse, run_attack, train_on_data_cached
 from .metrics import detection_scores, distortion
@@ -322,17 +323,15 @@ def singular_directions(result: AttackResult, epsilon: float, n_directions: int 
     uses only the first direction; this shows whether the poisons sit along it or along another."""
     x, y, truth = training_set(result)
     index = torch.nonzero(y == result.experiment.target_label).flatten()
-    reps = activations(result.model, x[index]).double()
-    centred = reps - reps.mean(0, keepdim=True)
-    _, values, vh = torch.linalg.svd(centred, full_matrices=False)
+    scores, values = direction_scores(activations(result.model, x[index]), n_directions)
     poison = truth[index].numpy()
     n_remove = int(np.floor(1.5 * epsilon * len(index)))
     rows = []
-    for k in range(min(n_directions, len(values))):
-        scores = (centred @ vh[k]).pow(2).numpy()
-        top = np.argsort(-scores)[:n_remove]
+    for k in range(len(values)):
+        score = scores[:, k].numpy()
+        top = np.argsort(-score)[:n_remove]
         rows.append({"direction": k + 1, "singular value": float(values[k]),
-                     "AUROC poisoned vs genuine": float(roc_auc_score(poison, scores)) if 0 < poison.sum() < len(poison)
+                     "AUROC poisoned vs genuine": float(roc_auc_score(poison, score)) if 0 < poison.sum() < len(poison)
                      else float("nan"),
                      "recall of the removal": float(poison[top].sum() / max(1, poison.sum()))})
     return pd.DataFrame(rows)

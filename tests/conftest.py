@@ -1,5 +1,6 @@
 import os
 
+import nbformat
 import pytest
 
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -10,3 +11,24 @@ def splits():
     from backdoor_utils.data import load_splits
 
     return load_splits(n_train=2000)
+
+
+def write_tiny_notebook(path, sleep_s: float = 0.0):
+    """A stand-in chapter (no training): parameters ``seed``, ``poison_rate``; glues ``asr`` and
+    ``clean_acc``; fails inside the notebook for ``poison_rate >= 0.5``; optionally sleeps."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell("seed = 0\npoison_rate = 0.01")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# 00 - Tiny"),
+        params,
+        nbformat.v4.new_code_cell(
+            f"import time\nfrom myst_nb import glue\ntime.sleep({sleep_s})\n"
+            "assert poison_rate < 0.5, 'poison rate too high for this stand-in'\n"
+            "glue('asr', poison_rate * 2 + seed / 100, display=False)\n"
+            "glue('clean_acc', 1 - poison_rate, display=False)"
+        ),
+    ]
+    nbformat.write(nb, str(path))
+    return path

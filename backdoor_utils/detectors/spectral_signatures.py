@@ -23,11 +23,18 @@ from ..training import activations
 from .base import Detector, register
 
 
+def direction_scores(reps: torch.Tensor, n_directions: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared projections [n, k] of the centred rows of ``reps`` [n, d] on its first
+    ``n_directions`` right-singular vectors, and those vectors' singular values [k]."""
+    centred = reps.double() - reps.double().mean(0, keepdim=True)
+    _, values, vh = torch.linalg.svd(centred, full_matrices=False)
+    k = min(n_directions, len(values))
+    return (centred @ vh[:k].T).pow(2), values[:k]
+
+
 def outlier_scores(reps: torch.Tensor) -> torch.Tensor:
     """Squared projection of each centred row of ``reps`` [n, d] on its top right-singular vector."""
-    centred = reps.double() - reps.double().mean(0, keepdim=True)
-    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
-    return (centred @ vh[0]).pow(2).float()
+    return direction_scores(reps)[0][:, 0].float()
 
 
 @dataclass

@@ -6,27 +6,12 @@ import nbformat
 import pytest
 
 from backdoor_utils import cli
+from tests.conftest import write_tiny_notebook
 
 
 @pytest.fixture()
 def tiny_notebook(tmp_path):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell("seed = 0\npoison_rate = 0.01")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [
-        nbformat.v4.new_markdown_cell("# 00 - Tiny"),
-        params,
-        nbformat.v4.new_code_cell(
-            "from myst_nb import glue\n"
-            "assert poison_rate < 0.5, 'poison rate too high for this stand-in'\n"
-            "glue('asr', poison_rate * 2 + seed / 100, display=False)\n"
-            "glue('clean_acc', 1 - poison_rate, display=False)"
-        ),
-    ]
-    path = tmp_path / "00_tiny.ipynb"
-    nbformat.write(nb, str(path))
-    return path
+    return write_tiny_notebook(tmp_path / "00_tiny.ipynb")
 
 
 def test_unknown_parameter_is_an_error_listing_valid_ones(tiny_notebook):

@@ -12,26 +12,17 @@ import threading
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from backdoor_utils import cli
+from tests.conftest import write_tiny_notebook
 
 DASK = Path(sys.executable).with_name("dask")
 
 
 @pytest.fixture()
 def slow_tiny_notebook(tmp_path):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell("seed = 0\npoison_rate = 0.01")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell("# 00 - Tiny"), params, nbformat.v4.new_code_cell(
-        "import time\nfrom myst_nb import glue\ntime.sleep(1.5)\n"
-        "glue('asr', poison_rate * 2 + seed / 100, display=False)")]
-    path = tmp_path / "00_tiny.ipynb"
-    nbformat.write(nb, str(path))
-    return path
+    return write_tiny_notebook(tmp_path / "00_tiny.ipynb", sleep_s=1.5)
 
 
 @pytest.fixture()
