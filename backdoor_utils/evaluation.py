@@ -6,7 +6,7 @@ uses them only to *score* what a detector or defense decided without them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,8 @@ from .detectors import Detector
 from .detectors.activation_clustering import Detection
 from .detectors.spectral_signatures import direction_scores
 from .detectors.strip import STRIP
-from .experiments import CORE_SOURCES, AttackResult, Experiment, cleanse, run_attack, train_on_data_cached
+from .experiments import (CORE_SOURCES, AttackResult, Experiment, cleanse, module_source, run_attack,
+                          train_cached, train_on_data_cached)
 from .metrics import detection_scores, distortion
 from .training import activations
 
@@ -267,18 +268,37 @@ def defense_cell(result: AttackResult, name: str, method, defender: DefenderData
     return {"value": after["asr"], "ca_cost_pp": 100 * (result.clean_acc - after["clean_acc"])}
 
 
+#: Modules every matrix cell depends on besides the attack's and the defense's own.
+CELL_SOURCES = ("evaluation.py", "metrics.py", "detectors/base.py", "defenses/base.py")
+
+
+def defense_cell_cached(result: AttackResult, name: str, method, defender: DefenderData, n_tune: int,
+                        seed: int = 0, device: str = "auto", strip_inputs: int = 1000) -> dict:
+    """:func:`defense_cell`, cached under the attack's full spec, the defense's name and parameters,
+    the defender's data size, the seed and the source of every module involved: an interrupted
+    matrix resumes where it stopped, and a rerun recomputes nothing."""
+    params = asdict(method) if is_dataclass(method) else repr(method)
+    spec = {"kind": "matrix_cell", **result.experiment.spec(), "defense": name, "defense_params": params,
+            "n_tune": n_tune, "cell_seed": seed, "strip_inputs": strip_inputs}
+    sources = result.experiment.sources() + CELL_SOURCES + (module_source(method),)
+    cell, _ = train_cached(spec, lambda: defense_cell(result, name, method, defender, seed, device, strip_inputs),
+                           kind="matrix_cells", sources=tuple(dict.fromkeys(sources)), device=device)
+    return cell
+
+
 def defense_matrix(experiments: dict, seeds, methods: dict, device: str = "auto", n_tune: int = 5000,
                    strip_inputs: int = 1000) -> pd.DataFrame:
     """Every attack (``{name: Experiment}``) at every seed against every defense (``{name: method}``,
     names as in :data:`MATRIX_METRICS`): one row per (attack, seed, defense), with the attack's own
-    CA and ASR. Models, reclassifiers and reversed triggers are cached, so reruns are cheap."""
+    CA and ASR. Models, reclassifiers, reversed triggers and the cells themselves are cached
+    (:func:`defense_cell_cached`), so an interrupted run resumes and a rerun is cheap."""
     rows = []
     for attack, exp in experiments.items():
         for seed in seeds:
             result = run_attack(exp.with_(seed=seed), device)
             defender = defender_data(result.splits, n_tune=n_tune)
             for name, method in methods.items():
-                cell = defense_cell(result, name, method, defender, seed, device, strip_inputs)
+                cell = defense_cell_cached(result, name, method, defender, n_tune, seed, device, strip_inputs)
                 rows.append({"attack": attack, "seed": seed, "defense": name, "metric": MATRIX_METRICS[name][0],
                              "clean_acc": result.clean_acc, "asr": result.asr, **cell})
     return pd.DataFrame(rows)

@@ -89,3 +89,34 @@ def test_matrix_summary_gives_mean_spread_and_a_defender_score_oriented_per_metr
     assert spread.loc["sig", "strip"] == pytest.approx(np.std([0.9, 0.7], ddof=1))
     assert score.loc["patch", "strip"] == pytest.approx(0.9)  # FAR 0.1: lower is better, score 1 - FAR
     assert score.loc["sig", "spectral_signatures"] == pytest.approx(0.2)  # recall: higher is better
+
+
+def test_matrix_cells_are_cached_per_attack_defense_parameters_and_seed(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from backdoor_utils import cache, detectors, evaluation
+    from backdoor_utils.experiments import Experiment
+
+    monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
+    computed = []
+
+    def cell(result, name, method, defender, seed, device, strip_inputs):
+        computed.append((name, seed))
+        return {"value": 0.25 * len(computed), "frr": 0.01}
+
+    monkeypatch.setattr(evaluation, "defense_cell", cell)
+    result = SimpleNamespace(experiment=Experiment("patch", n_train=1000, epochs=1))
+    strip = detectors.get("strip", n_overlays=10)
+
+    def run(method=strip, seed=0, experiment=None):
+        if experiment is not None:
+            result.experiment = experiment
+        return evaluation.defense_cell_cached(result, "strip", method, None, 500, seed, "cpu", 100)
+
+    first = run()
+    assert run() == first == {"value": 0.25, "frr": 0.01} and len(computed) == 1  # from the cache
+    run(method=detectors.get("strip", n_overlays=20))  # the defense's parameters are in the key
+    run(seed=1)  # so is the seed
+    run(experiment=Experiment("patch", n_train=1000, epochs=1, poison_rate=0.02))  # and the attack
+    assert len(computed) == 4
+    assert len(list((tmp_path / "matrix_cells").glob("*.pt"))) == 4
