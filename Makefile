@@ -30,7 +30,7 @@ data/MNIST/raw/.verified: $(STAMP)
 	touch $@
 
 test: setup browser-tools
-	$(BIN)/python -m pytest --durations=10
+	$(BIN)/python -m pytest -n auto --dist loadgroup --durations=20
 
 test-full: setup
 	$(BIN)/python -m pytest -m full --durations=20 tests

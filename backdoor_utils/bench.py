@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from . import MALLOC_TUNED
 from .data import load_splits
 from .metrics import clean_accuracy
 from .models import SimpleCNN
@@ -85,7 +86,8 @@ def main(argv=None) -> dict:
     splits = load_splits(args.n_train)
     n = len(splits.y_train) * args.epochs
     dev = resolve_device("auto")
-    print(f"device {dev}, torch threads {torch.get_num_threads()}, bf16 native: {bf16_native(dev.type)}")
+    print(f"device {dev}, torch threads {torch.get_num_threads()}, bf16 native: {bf16_native(dev.type)}, "
+          f"malloc keeps freed blocks (runtime.tune_malloc): {MALLOC_TUNED}")
 
     config = TrainConfig(epochs=args.epochs, seed=args.seed)
     x, y = splits.x_train, splits.y_train
@@ -94,7 +96,7 @@ def main(argv=None) -> dict:
         "tight recipe loop": _timed(lambda: tight_recipe_training(x, y, config)),
         "project train_model": _timed(lambda: train_model(x, y, config, desc="bench")),
     }
-    result = {"bf16_native": bf16_native(dev.type), "threads": torch.get_num_threads()}
+    result = {"bf16_native": bf16_native(dev.type), "threads": torch.get_num_threads(), "malloc_tuned": MALLOC_TUNED}
     for name, (model, seconds) in runs.items():
         acc = clean_accuracy(model, splits.x_test, splits.y_test)
         result[name] = {"images_per_s": n / seconds, "seconds": seconds, "clean_acc": acc}

@@ -5,6 +5,16 @@ import pytest
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+# Under pytest-xdist (make test runs `pytest -n auto`) the workers share the cores: each worker's
+# torch, and every kernel it starts for a chapter (OMP_NUM_THREADS is inherited), gets its share
+# instead of all of them - two 2-thread jobs on 2 cores run 3-5x slower than one.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+    import torch
+
+    torch.set_num_threads(_threads)
+
 
 @pytest.fixture(scope="session")
 def splits():
@@ -32,3 +42,5 @@ def write_tiny_notebook(path, sleep_s: float = 0.0):
     ]
     nbformat.write(nb, str(path))
     return path
+
+

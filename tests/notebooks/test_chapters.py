@@ -39,9 +39,23 @@ EXTRA = {
 
 OUTPUTS = {}  # stem -> executed notebook
 
+# With `pytest -n` (make test), every test of a chapter carries the chapter's xdist group, so one
+# worker executes the chapter once and runs all of its tests; the slowest chapters come first so
+# the two workers finish together (measured at test scale: 06 and 08 take the longest).
+SLOWEST_FIRST = ["06_fine_pruning", "08_defense_matrix", "05_activation_clustering", "07_more_attacks",
+                 "03_blur_trigger", "01_pixel_trigger", "09_adaptive_attacker", "02_noise_trigger",
+                 "04_learned_trigger"]
+assert sorted(SLOWEST_FIRST) == sorted(HEADLINE_METRICS), "every chapter is tested"
+CHAPTERS = [pytest.param(stem, marks=pytest.mark.xdist_group(stem)) for stem in SLOWEST_FIRST]
+
+
+def group(stem):
+    """The xdist group of the tests that read chapter ``stem``."""
+    return pytest.mark.xdist_group(stem)
+
 
 @pytest.fixture(scope="session")
-def chapter(tmp_path_factory):
+def executed_chapter(tmp_path_factory):
     executed = {}
 
     def run(stem):
@@ -54,7 +68,20 @@ def chapter(tmp_path_factory):
     return run
 
 
-@pytest.mark.parametrize("stem", list(HEADLINE_METRICS))
+@pytest.fixture
+def chapter(request, executed_chapter):
+    """``chapter(stem)``: the chapter's glued values, executed once per worker - so a test may read
+    only the chapter named by its xdist group (else a second worker would execute it again)."""
+
+    def run(stem):
+        groups = [mark.args[0] for mark in request.node.iter_markers("xdist_group")]
+        assert groups == [stem], f"{request.node.name} reads {stem}: mark it xdist_group({stem!r}), not {groups}"
+        return executed_chapter(stem)
+
+    return run
+
+
+@pytest.mark.parametrize("stem", CHAPTERS)
 def test_chapter_shows_a_figure_for_every_plotting_cell(chapter, stem):
     # fails when the kernels' display is switched off (e.g. MPLBACKEND=Agg in the environment)
     chapter(stem)
@@ -67,7 +94,7 @@ def _fraction(value):
     return isinstance(value, float) and 0.0 <= value <= 1.0
 
 
-@pytest.mark.parametrize("stem", list(HEADLINE_METRICS))
+@pytest.mark.parametrize("stem", CHAPTERS)
 def test_chapter_glues_its_headline_values_as_fractions(chapter, stem):
     values = chapter(stem)
     for name in HEADLINE_METRICS[stem]:
@@ -76,6 +103,7 @@ def test_chapter_glues_its_headline_values_as_fractions(chapter, stem):
             assert _fraction(values[name]), f"{stem}: {name} = {values[name]!r} is not a fraction"
 
 
+@group("01_pixel_trigger")
 def test_pixel_backdoor_works_and_keeps_clean_accuracy(chapter):
     v = chapter("01_pixel_trigger")
     assert v["clean_acc_baseline"] > 0.85
@@ -84,6 +112,7 @@ def test_pixel_backdoor_works_and_keeps_clean_accuracy(chapter):
     assert v["min_rate_asr95"] in (0.02, 0.05) or v["min_rate_asr95"] != v["min_rate_asr95"]  # NaN = none reached
 
 
+@group("02_noise_trigger")
 def test_noise_trigger_is_faint_and_measured(chapter):
     v = chapter("02_noise_trigger")
     assert v["psnr_db"] > 35
@@ -93,6 +122,7 @@ def test_noise_trigger_is_faint_and_measured(chapter):
     assert 0.05 < v["study_untriggered_rate"] < 0.15  # about the share of the target class
 
 
+@group("03_blur_trigger")
 def test_blur_trigger_works(chapter):
     v = chapter("03_blur_trigger")
     assert v["asr"] > 0.9
@@ -100,12 +130,14 @@ def test_blur_trigger_works(chapter):
     assert 0 <= v["false_trigger_rate"] <= 1
 
 
+@group("04_learned_trigger")
 def test_learned_patch_works(chapter):
     v = chapter("04_learned_trigger")
     assert v["asr"] > 0.9
     assert v["clean_acc"] > 0.85
 
 
+@group("05_activation_clustering")
 def test_activation_clustering_raises_no_false_alarm_and_reports_consistently(chapter):
     v = chapter("05_activation_clustering")
     # measured at this scale (3,000 images, 3 epochs, 5% poison, 2026-11-25, AVX2 CPU): the pixel
@@ -125,6 +157,7 @@ def test_activation_clustering_raises_no_false_alarm_and_reports_consistently(ch
         assert v["asr_relabel"] > 0.5 and v["source_accuracy"].startswith("n/a")
 
 
+@group("06_fine_pruning")
 def test_fine_pruning_and_neural_cleanse_report_measured_values(chapter):
     v = chapter("06_fine_pruning")
     # measured at this scale (2026-11-25, AVX2 CPU): pruning stops at 39 channels; the true target
@@ -144,6 +177,7 @@ def test_fine_pruning_and_neural_cleanse_report_measured_values(chapter):
     assert v["fp_sentence"].startswith("does not remove") == (v["fp_asr_after"] > 0.05)
 
 
+@group("07_more_attacks")
 def test_more_attacks_plant_their_backdoors_and_report_consistently(chapter):
     v = chapter("07_more_attacks")
     # measured at this scale (3,000 images, 3 epochs, 2026-11-26, AVX2 CPU): blended ASR 0.82;
@@ -160,6 +194,7 @@ def test_more_attacks_plant_their_backdoors_and_report_consistently(chapter):
         assert v[name] > 0.8, name
 
 
+@group("08_defense_matrix")
 def test_defense_matrix_scores_spectral_signatures_strip_and_every_cell(chapter):
     v = chapter("08_defense_matrix")
     # at this scale 5% of the set is poisoned into label 0: about a third of that label, hence
@@ -176,6 +211,7 @@ def test_defense_matrix_scores_spectral_signatures_strip_and_every_cell(chapter)
     assert len(failing) == v["n_cells"] - v["n_cells_ok"]
 
 
+@group("09_adaptive_attacker")
 def test_adaptive_attacker_is_scored_against_both_latent_separation_defenses(chapter):
     v = chapter("09_adaptive_attacker")
     assert v["asr_blended"] > 0.5  # the reference attack works at this scale
