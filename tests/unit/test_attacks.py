@@ -148,7 +148,7 @@ def test_every_module_imports_on_its_own_in_a_fresh_interpreter():
 
 
 LAYERS = {  # a module may import its own layer and the layers below it
-    "core": ("__init__", "data", "models", "training", "metrics", "cache", "checks", "registry"),
+    "core": ("__init__", "runtime", "data", "models", "training", "metrics", "cache", "checks", "registry"),
     "methods": ("attacks", "detectors", "defenses"),
     "orchestration": ("experiments", "evaluation", "params"),
     "tooling": ("cli", "site", "bench", "notebooks", "plotting", "__main__"),
