@@ -36,11 +36,13 @@ test-full: setup
 	$(BIN)/python -m pytest -m full --durations=20 tests
 	$(BIN)/python -m pytest --nbval-lax notebooks
 
+# The hash is recorded as soon as the cache is dropped, so an interrupted build keeps the chapters
+# it executed and the next `make book` resumes with the others.
 book: setup
 	@if [ "$$(cat _build/.pkg-hash 2>/dev/null)" != "$(PKG_HASH)" ]; then \
-	  echo "backdoor_utils changed: dropping cached notebook executions"; rm -rf _build/.jupyter_cache; fi
+	  echo "backdoor_utils changed: dropping cached notebook executions"; rm -rf _build/.jupyter_cache; \
+	  mkdir -p _build && echo $(PKG_HASH) > _build/.pkg-hash; fi
 	$(BIN)/jupyter-book build . -W --keep-going
-	echo $(PKG_HASH) > _build/.pkg-hash
 
 pdf: book browser-tools
 	$(BIN)/python -m backdoor_utils.site pdf
