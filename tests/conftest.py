@@ -42,5 +42,3 @@ def write_tiny_notebook(path, sleep_s: float = 0.0):
     ]
     nbformat.write(nb, str(path))
     return path
-
-
