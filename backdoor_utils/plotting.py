@@ -124,14 +124,25 @@ def heatmap(values, row_labels, col_labels, xlabel: str, ylabel: str, title: str
 
 
 def rates_with_psnr(x, curves: dict, psnr, xlabel: str, title: str):
-    """:func:`rate_curves` with the triggered images' median PSNR (dB) on a second axis."""
-    fig = rate_curves(x, curves, xlabel=xlabel, title=title)
+    """:func:`rate_curves` with the triggered images' median PSNR (dB) on a second axis.
+
+    ``x`` spanning a decade or more is drawn on a log axis with its own values as ticks (a sweep
+    0.01 ... 0.2 would otherwise crowd its small settings together); one legend for all curves sits
+    below the plot, where it cannot cover them."""
+    x = np.asarray(x, dtype=float)
+    logx = bool(x.min() > 0 and x.max() / x.min() >= 10)
+    fig = rate_curves(x, curves, xlabel=xlabel, title=title, logx=logx)
     ax = fig.axes[0]
     twin = ax.twinx()
     twin.plot(x, psnr, color="gray", ls="--", marker="s", ms=4, label="median PSNR (dB)")
     twin.set_ylabel("median PSNR (dB)")
-    twin.legend(loc="center right")
-    fig.tight_layout()
+    if logx:
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.minorticks_off()
+    ax.get_legend().remove()
+    lines = ax.get_lines() + twin.get_lines()
+    fig.legend(lines, [line.get_label() for line in lines], loc="lower center", ncol=len(lines), frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
