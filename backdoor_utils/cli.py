@@ -33,6 +33,7 @@ from pathlib import Path
 from .cache import atomic_write_bytes, atomic_write_text
 from .notebooks import HEADLINE_METRICS, error_outputs, glued_values
 from .params import validate_parameters
+from .runtime import threads_per_worker
 
 RUNS = Path(os.environ.get("BACKDOOR_RUNS", "runs"))
 
@@ -269,7 +270,7 @@ def cmd_sweep(args) -> int:
     (sweep_dir / "records").mkdir(parents=True, exist_ok=True)
     # torch threads per run: the local cores shared among the local workers; on a remote cluster the
     # workers' own OMP_NUM_THREADS (start them with it set) decides
-    threads = None if args.scheduler else max(1, (os.cpu_count() or 1) // args.workers)
+    threads = None if args.scheduler else threads_per_worker(args.workers)
     records, todo = {}, []
     for params in points:
         slug = run_slug(params)

@@ -38,3 +38,11 @@ def tune_malloc() -> bool:
             (M_TOP_PAD, 64 << 20),  # grow the heap in large steps
         )
     )
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """Torch threads for each of ``workers`` local processes sharing the machine's cores (at least
+    one): two 2-thread jobs on 2 cores run several times slower than one, so each gets its share."""
+    if workers < 1:
+        raise ValueError(f"workers: must be at least 1, got {workers}")
+    return max(1, (cores or os.cpu_count() or 1) // workers)

@@ -9,7 +9,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 # torch, and every kernel it starts for a chapter (OMP_NUM_THREADS is inherited), gets its share
 # instead of all of them - two 2-thread jobs on 2 cores run 3-5x slower than one.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
-    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    from backdoor_utils.runtime import threads_per_worker
+
+    _threads = threads_per_worker(int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     os.environ["OMP_NUM_THREADS"] = str(_threads)
     import torch
 

@@ -53,3 +53,14 @@ def test_tuned_malloc_serves_large_blocks_from_the_heap_and_changes_no_weight():
     assert tuned and not untuned
     assert mmapped_plain >= 20 << 20 and mmapped_tuned == 0
     assert digest_tuned == digest_plain  # the same weights, bit for bit
+
+
+def test_threads_per_worker_shares_the_cores():
+    from backdoor_utils.runtime import threads_per_worker
+
+    assert threads_per_worker(1, cores=2) == 2
+    assert threads_per_worker(2, cores=2) == 1
+    assert threads_per_worker(4, cores=2) == 1  # never zero threads
+    assert threads_per_worker(3, cores=8) == 2
+    with pytest.raises(ValueError, match="workers"):
+        threads_per_worker(0)
