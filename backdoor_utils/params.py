@@ -51,6 +51,7 @@ RULES = {
     "strip_overlays": integer(1, 1000),
     "strip_frr": open_unit,
     "strip_inputs": integer(10, 9000),
+    "min_asr": open_unit,
     "attacks": list_of(lambda name, value: choice(attacks.names())(name, value)),
 }
 

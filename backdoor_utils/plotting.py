@@ -104,7 +104,8 @@ def image_rows(rows: dict, n: int = 6, title: str | None = None, size: float = 1
 def heatmap(values, row_labels, col_labels, xlabel: str, ylabel: str, title: str, fmt: str = "{:.2f}",
             vmin: float = 0.0, vmax: float = 1.0, cmap: str = "viridis", colorbar: str = "", texts=None):
     """A matrix of values with each cell's number written in it (NaN cells left blank); ``texts``,
-    a matrix of strings of the same shape, replaces the numbers (e.g. "0.98 ± 0.01")."""
+    a matrix of strings of the same shape, replaces the numbers (e.g. "0.98 ± 0.01") and may say
+    why a NaN cell is blank."""
     values = np.asarray(values, dtype=float)
     fig, ax = plt.subplots(figsize=(1.1 * len(col_labels) + 2.6, 0.6 * len(row_labels) + 1.8))
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
@@ -115,6 +116,8 @@ def heatmap(values, row_labels, col_labels, xlabel: str, ylabel: str, title: str
             shade = (v - vmin) / (vmax - vmin) if vmax > vmin else 0.0
             ax.text(j, i, fmt.format(v) if texts is None else texts[i][j], ha="center", va="center", fontsize=8,
                     color="black" if shade > 0.6 else "white")
+        elif texts is not None and texts[i][j]:  # a blank cell that says why it is blank
+            ax.text(j, i, texts[i][j], ha="center", va="center", fontsize=8, color="dimgray")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

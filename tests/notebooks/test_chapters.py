@@ -205,7 +205,9 @@ def test_defense_matrix_scores_spectral_signatures_strip_and_every_cell(chapter)
     assert v["ss_recall"] > 1.5 * 0.35 + 0.05 and v["ss_n_removed"] > v["ss_n_poison"]
     assert v["strip_auroc"] > 0.95 and v["strip_far"] < 0.1  # a backwards entropy would give AUROC ~0
     assert v["strip_frr_test"] < 0.05  # the threshold set on held-out clean images holds on the test set
+    # the pixel attack implants its backdoor at this scale, so all five of its cells are judged
     assert (v["n_attacks"], v["n_defenses"], v["n_seeds"], v["n_cells"]) == (1, 5, 2, 5)
+    assert v["implanted_sentence"].startswith("Every attack implanted") and v["implanted_patch"] != "0/2"
     assert len([k for k in v if k.startswith("cell_patch_")]) == 5
     failing = [] if v["failing_cells"] == "none" else v["failing_cells"].split("; ")
     assert len(failing) == v["n_cells"] - v["n_cells_ok"]

@@ -118,7 +118,10 @@ def test_07_sig_forms_a_backdoor(full):
 def test_08_strip_target_and_a_full_matrix(full):
     v = full("08_defense_matrix")
     assert v["strip_far"] <= 0.01  # measured 2026-11-26 (AVX2 CPU): FAR 0.001, FRR 0.011 on test, AUROC 1.0
-    assert v["n_cells"] == 35 and v["n_seeds"] >= 3
+    assert v["n_attacks"] == 7 and v["n_defenses"] == 5 and v["n_seeds"] >= 3
+    assert len([k for k in v if k.startswith("cell_")]) == 35  # every cell has its text
+    # a cell is judged for every attack that implanted a backdoor at one seed at least
+    assert v["n_cells"] == 5 * v["n_attacks_judged"]
 
 
 @pytest.mark.xfail(reason="missed (2026-11-26, AVX2 CPU): the paper's recipe with epsilon 0.1 removes 8,095 images "
