@@ -23,7 +23,8 @@ from tests.notebooks.test_static import ROOT
 SMALL = {"n_train": 3000, "epochs": 3, "poison_rate": 0.05, "seed": 0}
 EXTRA = {
     "01_pixel_trigger": {"poison_rates": [0.02, 0.05]},
-    "02_noise_trigger": {"eps_values": [10 / 255], "grid_eps_values": [10 / 255], "grid_poison_rates": [0.05]},
+    "02_noise_trigger": {"eps_values": [10 / 255], "grid_eps_values": [10 / 255], "grid_poison_rates": [0.05],
+                         "seeds": [0, 1]},
     "03_blur_trigger": {"n_train": 6000, "epochs": 5},
     "04_learned_trigger": {"poison_rates": [0.005]},
     "05_activation_clustering": {"attacks": ["patch"], "reclassify_epochs": 6, "robustness_runs": [[1, 3]]},
@@ -120,6 +121,9 @@ def test_noise_trigger_is_faint_and_measured(chapter):
     assert v["clean_acc"] > 0.85
     assert v["false_fire_rate"] < 0.1
     assert 0.05 < v["study_untriggered_rate"] < 0.15  # about the share of the target class
+    # the default setting retrained with every seed: one ASR each, and the sentence follows the count
+    assert v["n_seeds"] == 2 and len(v["seed_asr_text"].split(", ")) == 2
+    assert v["seed_sentence"].startswith("The setting holds") == (v["n_seeds_reached"] == 2)
 
 
 @group("03_blur_trigger")
