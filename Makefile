@@ -36,11 +36,14 @@ test-full: setup
 	$(BIN)/python -m pytest -m full --durations=20 tests
 	$(BIN)/python -m pytest --nbval-lax notebooks
 
-# The hash is recorded as soon as the cache is dropped, so an interrupted build keeps the chapters
-# it executed and the next `make book` resumes with the others.
+# Sphinx re-reads only the pages whose source changed, so the saved environment (.doctrees) goes
+# with the cache: every chapter is read, hence executed, again. The hash is recorded as soon as
+# both are dropped, so an interrupted build keeps the chapters it executed (jupyter-cache) and the
+# next `make book` resumes with the others.
 book: setup
 	@if [ "$$(cat _build/.pkg-hash 2>/dev/null)" != "$(PKG_HASH)" ]; then \
-	  echo "backdoor_utils changed: dropping cached notebook executions"; rm -rf _build/.jupyter_cache; \
+	  echo "backdoor_utils changed: dropping cached notebook executions and the saved pages"; \
+	  rm -rf _build/.jupyter_cache _build/.doctrees; \
 	  mkdir -p _build && echo $(PKG_HASH) > _build/.pkg-hash; fi
 	$(BIN)/jupyter-book build . -W --keep-going
 
