@@ -151,7 +151,7 @@ LAYERS = {  # a module may import its own layer and the layers below it
     "core": ("__init__", "runtime", "data", "models", "training", "metrics", "cache", "checks", "registry"),
     "methods": ("attacks", "detectors", "defenses"),
     "orchestration": ("experiments", "evaluation", "verdicts", "params"),
-    "tooling": ("cli", "site", "bench", "notebooks", "plotting", "__main__"),
+    "tooling": ("cli", "site", "sphinx_glue", "bench", "notebooks", "plotting", "__main__"),
 }
 ORDER = list(LAYERS)
 
