@@ -50,9 +50,14 @@ _BROKEN_IMAGES = """() => Array.from(document.images)
 _OVERFLOWING_CODE = """() => Array.from(document.querySelectorAll('div.cell_input pre'))
   .filter(p => p.offsetParent !== null && p.clientWidth > 0 && p.scrollWidth > p.clientWidth + 1)
   .map(p => p.textContent.split('\\n').reduce((a, b) => a.length >= b.length ? a : b, '').slice(0, 60))"""
-_WIDE_TABLES = """() => Array.from(document.querySelectorAll('div.cell_output table'))
+# A table in a cell's output, or a page's own (Markdown) table in the theme's scrolling box: wider
+# than the box, its last columns are cut off until the reader scrolls sideways.
+_WIDE_TABLES = """() => Array.from(document.querySelectorAll('main table'))
   .filter(t => t.offsetParent !== null)
-  .filter(t => t.getBoundingClientRect().width > t.closest('div.cell_output').clientWidth + 1)
+  .filter(t => {
+    const box = t.closest('div.cell_output, div.pst-scrollable-table-container') || t.parentElement;
+    return t.getBoundingClientRect().width > box.clientWidth + 1;
+  })
   .map(t => Array.from(t.querySelectorAll('th')).map(h => h.textContent.trim()).join(' ').slice(0, 60))"""
 _LOAD_ALL_IMAGES = """async () => {
   const imgs = Array.from(document.images);
@@ -157,7 +162,7 @@ def inspect_page(page, url: str, rel: str) -> PageReport:
         report.problems.append(f"shows {report.figures} figures, its notebook has {report.expected_figures} plotting cells")
     report.problems += [f"image does not load: {src}" for src in page.evaluate(_BROKEN_IMAGES)]
     report.problems += [f"code runs past its cell: {line!r}" for line in page.evaluate(_OVERFLOWING_CODE)]
-    report.problems += [f"table wider than its cell: {head!r}" for head in page.evaluate(_WIDE_TABLES)]
+    report.problems += [f"table wider than its column: {head!r}" for head in page.evaluate(_WIDE_TABLES)]
     if page.query_selector(ERROR_SELECTORS) is not None or "Traceback (most recent call last)" in page.inner_text("body"):
         report.problems.append("shows a notebook error or traceback")
     raw = RAW_MATH.search(page.evaluate(_PROSE_TEXT))

@@ -78,14 +78,14 @@ class MatrixVerdict:
         return int((self.meets == 1).values.sum())
 
     def cell_texts(self, blank: str = "-") -> pd.DataFrame:
-        """Each cell as the reader sees it: "mean ± sd" over the seeds judged (non-breaking spaces,
-        so a narrow table column never splits it), the mean alone when one seed was judged (it has
-        no spread), ``blank`` where nothing was judged."""
+        """Each cell as the reader sees it: "mean ± sd" over the seeds judged (a narrow table column
+        breaks it only before the "±", never between "±" and the spread), the mean alone when one
+        seed was judged (it has no spread), ``blank`` where nothing was judged."""
         def text(attack, defense):
             m, sd = self.mean.loc[attack, defense], self.spread.loc[attack, defense]
             if m != m:
                 return blank
-            return f"{m:.2f}\u00a0±\u00a0{sd:.2f}" if self.n_seeds[attack] > 1 else f"{m:.2f}"
+            return f"{m:.2f} ±\u00a0{sd:.2f}" if self.n_seeds[attack] > 1 else f"{m:.2f}"
         return pd.DataFrame({d: [text(a, d) for a in self.mean.index] for d in self.mean.columns},
                             index=self.mean.index)
 

@@ -57,7 +57,19 @@ def test_a_table_wider_than_its_cell_is_a_problem(chapter_site):
     cells = "".join(f"<td>{i:,}</td>" for i in range(100_000, 100_040))
     report = chapter_site(f"<div class='cell_output' style='width: 300px'><table><tr><th>seed</th></tr>"
                           f"<tr>{cells}</tr></table><img src='data:image/png;base64,{PNG}'></div>")
-    assert any("table wider than its cell: 'seed'" in p for p in report.problems)
+    assert any("table wider than its column: 'seed'" in p for p in report.problems)
+
+
+def test_a_page_table_cut_off_by_its_scrolling_box_is_a_problem(chapter_site):
+    # the theme wraps a Markdown table in a box that scrolls: its last columns are out of sight
+    cells = "".join(f"<td>0.66&nbsp;±&nbsp;0.57</td>" for _ in range(12))
+    box = "<div class='pst-scrollable-table-container' style='width: 400px; overflow-x: auto'>"
+    report = chapter_site(f"{box}<table><tr><th>attack</th></tr><tr>{cells}</tr></table></div>"
+                          f"<div class='cell_output'><img src='data:image/png;base64,{PNG}'></div>")
+    assert any("table wider than its column: 'attack'" in p for p in report.problems)
+    narrow = chapter_site(f"{box}<table><tr><th>attack</th></tr><tr><td>0.66 ± 0.57</td></tr></table></div>"
+                          f"<div class='cell_output'><img src='data:image/png;base64,{PNG}'></div>")
+    assert narrow.problems == []
 
 
 def test_check_fails_loudly_on_an_empty_build(tmp_path):

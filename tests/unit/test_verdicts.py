@@ -49,7 +49,7 @@ def test_cells_are_judged_over_the_seeds_where_the_attack_worked_only():
     assert not any(cell.startswith("sig") for cell in verdict.failing)
     assert "noise vs fine-pruning (ASR after 0.57)" in verdict.failing
     texts = verdict.cell_texts(blank="no backdoor")
-    assert texts.loc["patch", "strip"] == "0.00\u00a0±\u00a00.00"  # 0.001 and 0.003, kept on one line
+    assert texts.loc["patch", "strip"] == "0.00 ±\u00a00.00"  # 0.001 and 0.003; "±" stays with the spread
     assert texts.loc["noise", "strip"] == "0.01"  # one seed judged: no spread to show
     assert texts.loc["sig", "strip"] == "no backdoor"
 
