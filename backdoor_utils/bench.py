@@ -10,7 +10,10 @@ on the same data with the same seed and epochs:
 * project: :func:`backdoor_utils.training.train_model`, what every chapter calls;
 
 and prints images/s of each, the project step's share of the tight loop's throughput, its speed-up
-over the plain loop, the clean test accuracy of all three, and whether bf16 was native.
+over the plain loop, the clean test accuracy of all three, and whether bf16 was native. Then it
+times evaluation (:func:`~backdoor_utils.training.predict` over the test set) at the project's
+batch (``EVAL_BATCH``) and at 2048, the batch the project used before: every ASR, every STRIP
+blend and every activation the detectors read goes through it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from . import MALLOC_TUNED
 from .data import load_splits
 from .metrics import clean_accuracy
 from .models import SimpleCNN
-from .training import TrainConfig, bf16_native, resolve_device, train_model
+from .training import EVAL_BATCH, TrainConfig, bf16_native, predict, resolve_device, train_model
 
 
 def plain_fp32_training(x, y, epochs: int, seed: int, lr: float = 1e-3) -> SimpleCNN:
@@ -77,6 +80,21 @@ def _timed(fn):
     return model, time.perf_counter() - start
 
 
+def evaluation_speed(model: SimpleCNN, x: torch.Tensor, batch_sizes, repeats: int = 3) -> dict:
+    """Images/s of :func:`predict` over ``x`` at each batch size (best of ``repeats``), and whether
+    every batch size gave the same predictions."""
+    out, reference = {}, None
+    for batch_size in batch_sizes:
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            preds = predict(model, x, batch_size=batch_size)
+            best = min(best, time.perf_counter() - start)
+        reference = preds if reference is None else reference
+        out[batch_size] = {"images_per_s": len(x) / best, "same_predictions": bool(torch.equal(preds, reference))}
+    return out
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-train", type=int, default=None, help="training images (default: all 54,000)")
@@ -109,6 +127,10 @@ def main(argv=None) -> dict:
     print(f"project / tight loop : {result['share_of_tight']:.0%} (target >= 90%)")
     print(f"project / plain loop : {result['speedup_over_plain']:.2f}x (target >= {target}x on a CPU "
           f"{'with' if result['bf16_native'] else 'without'} native bf16)")
+    result["evaluation"] = evaluation_speed(runs["project train_model"][0], splits.x_test, (EVAL_BATCH, 2048))
+    for batch_size, row in result["evaluation"].items():
+        print(f"evaluation, batch {batch_size:5d}: {row['images_per_s']:8.0f} images/s"
+              f"{'' if row['same_predictions'] else '  (predictions differ!)'}")
     return result
 
 

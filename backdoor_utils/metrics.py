@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from sklearn.metrics import precision_recall_fscore_support
 
-from .training import _prepare, predict
+from .training import EVAL_BATCH, _prepare, predict
 
 
 def clean_accuracy(model, x_test: torch.Tensor, y_test: torch.Tensor) -> float:
@@ -21,7 +21,7 @@ def clean_accuracy(model, x_test: torch.Tensor, y_test: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def predict_proba(model, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+def predict_proba(model, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """Softmax class probabilities [N, 10] for ``x`` (on the CPU), computed in fp32."""
     dev = next(model.parameters()).device
     model.eval()

@@ -135,3 +135,22 @@ def test_a_model_loaded_from_the_cache_computes_exactly_what_the_trained_one_doe
     with torch.no_grad():
         assert torch.equal(trained(x), loaded(x))
     assert torch.equal(activations(trained, x), activations(loaded, x))
+
+
+def test_evaluation_gives_the_same_numbers_at_any_batch_size():
+    # EVAL_BATCH was chosen for speed alone: predictions, probabilities and activations must not
+    # depend on it (a last, partial batch included)
+    from backdoor_utils.bench import evaluation_speed
+    from backdoor_utils.metrics import predict_proba
+    from backdoor_utils.training import EVAL_BATCH
+
+    torch.manual_seed(0)
+    model = SimpleCNN().eval()
+    x = torch.rand(EVAL_BATCH + 37, 1, 28, 28)
+    one_pass = model(x).detach()
+    assert torch.equal(predict(model, x), one_pass.argmax(1))
+    assert torch.allclose(predict_proba(model, x), one_pass.softmax(1), atol=1e-6)
+    assert torch.equal(activations(model, x, "conv", batch_size=EVAL_BATCH),
+                       activations(model, x, "conv", batch_size=len(x)))
+    speed = evaluation_speed(model, x, (EVAL_BATCH, 64), repeats=1)
+    assert all(row["same_predictions"] and row["images_per_s"] > 0 for row in speed.values())
