@@ -65,6 +65,18 @@ def number_or(value: float, fmt: str = ".4f", missing: str = "none") -> str:
     return missing if value is None or value != value else format(value, fmt)
 
 
+def ca_change(drop_pp: float, reference: str = "the clean model") -> str:
+    """Where a clean accuracy lies against ``reference``'s, from ``drop_pp`` (reference minus it, in
+    percentage points) as the page shows it (2 decimals): "0.03 percentage points below the clean
+    model", "0.02 ... above ...", or "the same as the clean model's" - never "a drop of -0.02"."""
+    if drop_pp is None or drop_pp != drop_pp:
+        return f"not compared with {reference}"
+    shown = round(abs(drop_pp), 2)
+    if shown == 0:
+        return f"the same as {reference}'s to 0.01 percentage points"
+    return f"{shown:.2f} percentage points {'below' if drop_pp > 0 else 'above'} {reference}"
+
+
 #: The headline values each chapter must glue (the book's results page and the tests read them).
 HEADLINE_METRICS = {
     "01_pixel_trigger": ["clean_acc_baseline", "clean_acc", "asr"],

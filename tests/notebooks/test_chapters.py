@@ -139,6 +139,13 @@ def test_learned_patch_works(chapter):
     v = chapter("04_learned_trigger")
     assert v["asr"] > 0.9
     assert v["clean_acc"] > 0.85
+    # training moves the patch (a hook that left it frozen would give 0), and the page's verdict
+    # on learning it follows the measured gain over the fixed patch
+    assert 0 < v["moved"] <= 1
+    gain = v["low_rate_asr_learned"] - v["low_rate_asr_fixed"]  # one swept rate in EXTRA
+    assert v["learned_sentence"].startswith("At these rates learning the patch pays" if gain >= 0.05
+                                            else "At these rates learning the patch brings no measurable gain")
+    assert v["ca_change"].endswith("the clean model") or v["ca_change"].startswith("the same as")
 
 
 @group("05_activation_clustering")
