@@ -14,6 +14,10 @@ over the plain loop, the clean test accuracy of all three, and whether bf16 was 
 times evaluation (:func:`~backdoor_utils.training.predict` over the test set) at the project's
 batch (``EVAL_BATCH``) and at 2048, the batch the project used before: every ASR, every STRIP
 blend and every activation the detectors read goes through it.
+
+``python -m backdoor_utils.bench --compare-epochs 5 3 2`` instead trains the settings of
+:data:`EPOCH_STUDY` at each epoch count (cached like every chapter's models) and prints their clean
+accuracy and ASR side by side: the evidence for or against training fewer epochs to save time.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from . import MALLOC_TUNED
 from .data import load_splits
+from .experiments import Experiment, run_attack
 from .metrics import clean_accuracy
 from .models import SimpleCNN
 from .training import EVAL_BATCH, TrainConfig, bf16_native, predict, resolve_device, train_model
@@ -95,12 +100,56 @@ def evaluation_speed(model: SimpleCNN, x: torch.Tensor, batch_sizes, repeats: in
     return out
 
 
+#: Where fewer epochs would show first: chapter 01's scarcest poison rates and its default, chapter
+#: 02's noise budgets around its threshold, chapter 03's blur, and the clean model.
+EPOCH_STUDY = (
+    ("clean model", Experiment("none")),
+    ("pixel 3x3, rate 0.0005", Experiment("patch", poison_rate=0.0005, patch_size=3)),
+    ("pixel 3x3, rate 0.001", Experiment("patch", poison_rate=0.001, patch_size=3)),
+    ("pixel 3x3, rate 0.01", Experiment("patch", poison_rate=0.01, patch_size=3)),
+    ("noise 8/255, rate 0.01", Experiment("noise", eps=8 / 255)),
+    ("noise 10/255, rate 0.01", Experiment("noise", eps=10 / 255)),
+    ("noise 16/255, rate 0.01", Experiment("noise", eps=16 / 255)),
+    ("blur sigma 1, rate 0.01", Experiment("blur", blur_kernel=5, blur_sigma=1.0)),
+)
+
+
+def epochs_study(epochs=(5, 3, 2), n_train: int | None = None, settings=EPOCH_STUDY):
+    """Clean accuracy and ASR of every ``(name, Experiment)`` in ``settings`` trained for each
+    number of ``epochs`` (models cached as in the chapters): one row per setting and epoch count,
+    with the seconds to train and evaluate it where it was trained here (NaN: from the cache)."""
+    import pandas as pd
+
+    rows = []
+    for name, exp in settings:
+        for count in epochs:
+            start = time.perf_counter()
+            result = run_attack(exp.with_(epochs=count, n_train=n_train))
+            rows.append({"setting": name, "epochs": count, "clean_acc": result.clean_acc, "asr": result.asr,
+                         "seconds": float("nan") if result.from_cache else time.perf_counter() - start})
+    return pd.DataFrame(rows)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-train", type=int, default=None, help="training images (default: all 54,000)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compare-epochs", type=int, nargs="+", metavar="E",
+                        help="instead of timing, train EPOCH_STUDY's settings at each E and compare")
     args = parser.parse_args(argv)
+    if args.compare_epochs:
+        if min(args.compare_epochs) < 1:
+            parser.error(f"--compare-epochs: every count must be >= 1, got {args.compare_epochs}")
+        table = epochs_study(args.compare_epochs, args.n_train)
+        wide = table.pivot(index="setting", columns="epochs", values=["clean_acc", "asr"])
+        wide = wide.loc[[name for name, _ in EPOCH_STUDY],
+                        [(metric, count) for metric in ("clean_acc", "asr") for count in args.compare_epochs]]
+        print(wide.to_string(float_format="{:.4f}".format))
+        trained = table.dropna(subset=["seconds"])
+        print("seconds to train and evaluate one model (median of those trained in this run):",
+              trained.groupby("epochs").seconds.median().round(1).to_dict() if len(trained) else "none trained")
+        return {"epochs_study": table}
     splits = load_splits(args.n_train)
     n = len(splits.y_train) * args.epochs
     dev = resolve_device("auto")

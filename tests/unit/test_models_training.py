@@ -154,3 +154,23 @@ def test_evaluation_gives_the_same_numbers_at_any_batch_size():
                        activations(model, x, "conv", batch_size=len(x)))
     speed = evaluation_speed(model, x, (EVAL_BATCH, 64), repeats=1)
     assert all(row["same_predictions"] and row["images_per_s"] > 0 for row in speed.values())
+
+
+def test_the_epochs_study_trains_each_setting_at_each_epoch_count(tmp_path, monkeypatch):
+    # the README's case against fewer epochs rests on this table: each row must be the model of
+    # its own epoch count, with that model's numbers
+    from backdoor_utils import cache
+    from backdoor_utils.bench import epochs_study
+    from backdoor_utils.experiments import Experiment, run_attack
+
+    monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
+    settings = (("clean", Experiment("none")), ("pixel", Experiment("patch", poison_rate=0.05, patch_size=3)))
+    table = epochs_study((1, 2), n_train=1000, settings=settings)
+    assert list(zip(table.setting, table.epochs)) == [("clean", 1), ("clean", 2), ("pixel", 1), ("pixel", 2)]
+    assert table.seconds.gt(0).all()  # all four trained here
+    for row in table.itertuples():
+        exp = dict(settings)[row.setting].with_(epochs=row.epochs, n_train=1000)
+        again = run_attack(exp)
+        assert again.from_cache and again.clean_acc == row.clean_acc
+        assert (row.asr != row.asr) if again.asr is None else again.asr == row.asr
+    assert table.clean_acc.iloc[0] != table.clean_acc.iloc[1]  # one and two epochs: two models
