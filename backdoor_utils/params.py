@@ -48,6 +48,7 @@ RULES = {
     "sig_shares": list_of(open_unit),
     "wanet_poison_rate": open_unit,
     "ss_epsilon": open_unit,
+    "trigger_lr_scales": list_of(positive(1000.0)),
     "strip_overlays": integer(1, 1000),
     "strip_frr": open_unit,
     "strip_inputs": integer(10, 9000),

@@ -26,7 +26,7 @@ EXTRA = {
     "02_noise_trigger": {"eps_values": [10 / 255], "grid_eps_values": [10 / 255], "grid_poison_rates": [0.05],
                          "seeds": [0, 1]},
     "03_blur_trigger": {"n_train": 6000, "epochs": 5},
-    "04_learned_trigger": {"poison_rates": [0.005]},
+    "04_learned_trigger": {"poison_rates": [0.005], "trigger_lr_scales": [1, 100]},
     "05_activation_clustering": {"attacks": ["patch"], "reclassify_epochs": 6, "robustness_runs": [[1, 3]]},
     "06_fine_pruning": {"n_clean_finetune": 2000, "finetune_epochs": 3, "nc_steps": 60, "nc_samples": 160,
                         "nc_runs": []},
@@ -142,9 +142,12 @@ def test_learned_patch_works(chapter):
     # training moves the patch (a hook that left it frozen would give 0), and the page's verdict
     # on learning it follows the measured gain over the fixed patch
     assert 0 < v["moved"] <= 1
-    gain = v["low_rate_asr_learned"] - v["low_rate_asr_fixed"]  # one swept rate in EXTRA
-    assert v["learned_sentence"].startswith("At these rates learning the patch pays" if gain >= 0.05
-                                            else "At these rates learning the patch brings no measurable gain")
+    # the trigger's own step size moves it further, and each step size's verdict follows its gain
+    assert set(v["moved_by_scale"]) == {1.0, 100.0}
+    assert v["moved_by_scale"][100.0] > 3 * v["moved_by_scale"][1.0] > 0
+    for scale, gain in v["gain_by_scale"].items():
+        verdict = "learning the patch pays" if gain >= 0.05 else "learning the patch brings no measurable gain"
+        assert f"With s = {scale:g}, {verdict}" in v["learned_sentence"]
     assert v["ca_change"].endswith("the clean model") or v["ca_change"].startswith("the same as")
 
 

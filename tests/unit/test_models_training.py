@@ -113,6 +113,27 @@ def test_learned_trigger_is_trained_jointly_and_only_on_poisoned_samples(splits)
     assert torch.equal(untouched.logits.detach(), before)  # no poisoned sample, no gradient
 
 
+
+def test_the_learned_triggers_step_scale_multiplies_how_far_its_logits_move(splits):
+    # Adam moves every parameter with a steady gradient by about the learning rate per step, so
+    # with the logits parameterised as step_scale * raw they move step_scale times as far (two
+    # steps here), from the same starting patch
+    from backdoor_utils.attacks.learned import LearnedPatchHook, LearnedPatchTrigger
+
+    x, y = splits.x_train[:512], splits.y_train[:512].clone()
+    poison = torch.zeros(512, dtype=torch.bool)
+    poison[:128] = True
+    y[poison] = 0
+    moved = {}
+    for scale in (1.0, 10.0):
+        trigger = LearnedPatchTrigger(size=4, row=23, col=23, init_seed=0, step_scale=scale)
+        before = trigger.logits.detach().clone()
+        assert torch.allclose(trigger.values(), LearnedPatchTrigger(size=4, row=23, col=23).values())
+        train_model(x, y, TrainConfig(epochs=1, batch_size=256), "cpu", hook=LearnedPatchHook(trigger, poison))
+        moved[scale] = (trigger.logits.detach() - before).abs()
+    assert moved[1.0].min() > 0
+    assert torch.allclose(moved[10.0], 10 * moved[1.0], rtol=0.05)
+
 def test_project_step_computes_exactly_the_benchmarks_tight_recipe(splits):
     # the bench compares speed; this makes sure both loops train the same model
     from backdoor_utils.bench import tight_recipe_training

@@ -43,11 +43,11 @@ def test_blur_trigger_matches_torchvision_and_region_variant_only_touches_corner
 
 def test_learned_patch_values_stay_in_unit_range_and_get_gradients():
     trig = LearnedPatchTrigger(size=4, row=23, col=23)
-    trig.logits.data.mul_(100)
+    trig.raw.data.mul_(100)
     out = trig.apply(torch.rand(2, 1, 28, 28))
     assert out.min() >= 0 and out.max() <= 1
     out[..., 23:27, 23:27].sum().backward()
-    assert trig.logits.grad is not None and trig.logits.grad.abs().sum() > 0
+    assert trig.raw.grad is not None and trig.raw.grad.abs().sum() > 0
     frozen = trig.frozen()
     assert torch.allclose(frozen.apply(torch.zeros(1, 1, 28, 28))[0, 0, 23:27, 23:27], trig.values().detach())
 
