@@ -31,14 +31,16 @@ def clean_vs_triggered(clean, triggered, n: int = 6, title: str = "clean (top) v
     return show_images(list(clean[:n]) + list(triggered[:n]), ncols=n, suptitle=title)
 
 
-def rate_curves(x, curves: dict, xlabel: str, title: str, logx: bool = False, ylabel: str = "rate (fraction)", markers=True, ax=None):
-    """Line plot of several named curves (values in [0,1]) against ``x``."""
+def rate_curves(x, curves: dict, xlabel: str, title: str, logx: bool = False, ylabel: str = "rate (fraction)", markers=True, ax=None,
+                styles: dict | None = None):
+    """Line plot of several named curves (values in [0,1]) against ``x``; ``styles`` maps a curve's
+    name to extra matplotlib line settings (e.g. a dashed reference drawn under the others)."""
     if ax is None:
         fig, ax = plt.subplots(figsize=(6.5, 3.8))
     else:
         fig = ax.figure
     for name, ys in curves.items():
-        ax.plot(x, ys, marker="o" if markers else None, ms=4, label=name)
+        ax.plot(x, ys, marker="o" if markers else None, ms=4, label=name, **(styles or {}).get(name, {}))
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
