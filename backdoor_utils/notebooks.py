@@ -77,7 +77,6 @@ def ca_change(drop_pp: float, reference: str = "the clean model") -> str:
     return f"{shown:.2f} percentage points {'below' if drop_pp > 0 else 'above'} {reference}"
 
 
-
 def learning_pays(lead: str, gains, moved, threshold: float = 0.05) -> str:
     """Chapter 04's verdict on a learned trigger against the same trigger frozen at its start:
     ``gains`` are its ASR minus the frozen one's (one per poison rate), ``moved`` the largest change
@@ -93,6 +92,7 @@ def learning_pays(lead: str, gains, moved, threshold: float = 0.05) -> str:
     return (f"{lead}, learning the patch brings no measurable gain: its ASR is within "
             f"{max(abs(g) for g in gains):.4f} of the fixed patch's at every rate (the book counts "
             f"{threshold:g} as a gain), and training moved its pixels by at most {moved:.3f}.")
+
 
 #: The headline values each chapter must glue (the book's results page and the tests read them).
 HEADLINE_METRICS = {

@@ -113,7 +113,6 @@ def test_learned_trigger_is_trained_jointly_and_only_on_poisoned_samples(splits)
     assert torch.equal(untouched.logits.detach(), before)  # no poisoned sample, no gradient
 
 
-
 def test_the_learned_triggers_step_scale_multiplies_how_far_its_logits_move(splits):
     # Adam moves every parameter with a steady gradient by about the learning rate per step, so
     # with the logits parameterised as step_scale * raw they move step_scale times as far (two
@@ -133,6 +132,7 @@ def test_the_learned_triggers_step_scale_multiplies_how_far_its_logits_move(spli
         moved[scale] = (trigger.logits.detach() - before).abs()
     assert moved[1.0].min() > 0
     assert torch.allclose(moved[10.0], 10 * moved[1.0], rtol=0.05)
+
 
 def test_project_step_computes_exactly_the_benchmarks_tight_recipe(splits):
     # the bench compares speed; this makes sure both loops train the same model
