@@ -1,12 +1,14 @@
-"""Detectors and defenses run against attack results, scored for the reader.
+"""Detectors and defenses run over attacks, seeds and targets, and summarised for the reader.
 
-The orchestration above the methods: it knows the true poison flags and the test trigger, and
-uses them only to *score* what a detector or defense decided without them.
+The orchestration above :mod:`backdoor_utils.scoring` (one attack result against one method,
+scored; the matrix's cached cells): runs over seeds and targets, where the true poisons went and
+why a detector missed, the stealth / poison grid, the whole matrix and its summary. Nothing here is
+in a cache key, so a change to these summaries recomputes no model and no matrix cell.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -15,61 +17,76 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score, silhouette_score
 
-from .defenses import DefenderData, Measure, NeuralCleanse, defender_data
+from .defenses import NeuralCleanse, defender_data
 from .detectors import Detector
 from .detectors.activation_clustering import Detection
 from .detectors.spectral_signatures import direction_scores
-from .detectors.strip import STRIP
-from .experiments import (CORE_SOURCES, AttackResult, Experiment, cleanse, module_source, run_attack,
-                          train_cached, train_on_data_cached)
-from .metrics import detection_scores, distortion
+from .experiments import AttackResult, Experiment, cleanse, run_attack, train_on_data_cached
+from .metrics import distortion
+from .scoring import defense_cell_cached, detect_and_score, training_set
 from .training import activations
-
-
-def training_set(result: AttackResult) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(images, labels, true poison flags)`` the model of ``result`` was trained on."""
-    if result.poisoned is None:
-        y = result.splits.y_train
-        return result.splits.x_train, y, torch.zeros(len(y), dtype=torch.bool)
-    return result.poisoned.x, result.poisoned.y, result.poisoned.is_poison
-
-
-def _cached_reclassifier(x, y, config, device):
-    """Exclusionary reclassification's model, cached like every model (keyed on its module too)."""
-    return train_on_data_cached(x, y, config, device, desc="reclassifier", sources=CORE_SOURCES + ("detectors/activation_clustering.py",))
-
-
-def detect_and_score(result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto") -> tuple[Detection, dict]:
-    """``detector`` (e.g. ``detectors.get("activation_clustering")``) on the training set of
-    ``result`` (any model it trains is cached), then precision / recall / F1 against the true
-    flags and the flagged share."""
-    x, y, truth = training_set(result)
-    found = detector.detect(result.model, x, y, seed=seed, device=device, train=_cached_reclassifier)
-    return found, {**detection_scores(truth, found.flags), "flagged_fraction": float(found.flags.float().mean())}
 
 
 def where_the_poisons_went(found: Detection, truth: torch.Tensor) -> dict:
     """For the reader, from the true flags: the candidate cluster holding the most poisons - how
-    many it holds, its size, the reclassifier's l and p for it and its verdict."""
+    many it holds, its size, the reclassifier's l and p for it and its verdict - and how the label
+    the poisons carry was split: its k, and per cluster (largest first) the size, the poisons it
+    holds and whether it was a candidate."""
     truth = truth.numpy()
     held, row = 0, None
     for candidate, idx in zip(found.reclassification.table, found.reclassification.members):
         if truth[idx].sum() > held:
             held, row = int(truth[idx].sum()), candidate
-    return {"n_poison_total": int(truth.sum()), "poisons_in_best_candidate": held,
+    went = {"n_poison_total": int(truth.sum()), "poisons_in_best_candidate": held,
             "best_candidate_size": row["size"] if row else 0, "best_candidate_l": row["l"] if row else 0,
-            "best_candidate_p": row["p"] if row else 0, "best_candidate_flagged": bool(row and row["flagged"])}
+            "best_candidate_p": row["p"] if row else 0, "best_candidate_flagged": bool(row and row["flagged"]),
+            "poison_label": None, "poison_label_k": 0, "poison_label_silhouette": float("nan"),
+            "poison_label_sizes": (), "poison_label_held": (), "poison_label_candidates": ()}
+    if not truth.any() or not found.clusterings:
+        return went
+    label = max(found.clusterings, key=lambda c: truth[c.index].sum())
+    members = {(len(m), int(m[0])) for m in found.reclassification.members if len(m)}
+    clusters = [label.index[label.assignments == i] for i in range(label.k)]
+    clusters.sort(key=len, reverse=True)
+    return {**went, "poison_label": label.label, "poison_label_k": label.k, "poison_label_silhouette": label.silhouette,
+            "poison_label_sizes": tuple(len(c) for c in clusters),
+            "poison_label_held": tuple(int(truth[c].sum()) for c in clusters),
+            "poison_label_candidates": tuple(len(c) > 0 and (len(c), int(c[0])) in members for c in clusters)}
 
 
-def failure_reason(run: dict, ratio_threshold: float = 1.0) -> str:
+def _and(items) -> str:
+    items = [f"{i:,}" if isinstance(i, int) else str(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _split_reason(run: dict, size_threshold: float, min_silhouette: float) -> str:
+    """Why no candidate cluster holds most poisons: how the poisons' label was split."""
+    n, k = run["n_poison_total"], run["poison_label_k"]
+    if not k:  # no clustering of the poisons' label to describe
+        return f"no candidate cluster holds even half of the {n} poisons (the best holds {run['poisons_in_best_candidate']})"
+    if k == 1:
+        return (f"the target label stays one cluster: its best split scores silhouette "
+                f"{run['poison_label_silhouette']:.3f}, below min_silhouette {min_silhouette:g}, so it has no "
+                "candidate cluster")
+    sizes, held, candidate = run["poison_label_sizes"], run["poison_label_held"], run["poison_label_candidates"]
+    reason = (f"the silhouette splits the target label into {k} clusters of {_and(sizes)} images, holding "
+              f"{_and(held)} of the {n} poisons; ")
+    rule = f"a candidate holds at most {size_threshold:g} of its label and is not its largest cluster"
+    if not any(candidate):
+        return reason + f"{'neither' if k == 2 else 'none'} is a candidate ({rule})"
+    in_candidates = sum(h for h, c in zip(held, candidate) if c)
+    return reason + f"the candidates ({rule}) hold only {in_candidates} of them"
+
+
+def failure_reason(run: dict, ratio_threshold: float = 1.0, size_threshold: float = 0.35,
+                   min_silhouette: float = 0.10) -> str:
     """Why a detection run missed, in one clause, from its :func:`where_the_poisons_went` and
-    scores ("" when it found at least 90% F1)."""
+    scores ("" when it found at least 90% F1); the thresholds are the detector's, for the text."""
     if run["f1"] >= 0.9:
         return ""
     n, held = run["n_poison_total"], run["poisons_in_best_candidate"]
     if held < n / 2:
-        reason = (f"no candidate cluster holds even half of the {n} poisons (the best holds {held}): "
-                  "the chosen k mixes them with genuine digits")
+        reason = _split_reason(run, size_threshold, min_silhouette)
     elif not run["best_candidate_flagged"]:
         l, p, size = run["best_candidate_l"], run["best_candidate_p"], run["best_candidate_size"]
         if held >= size / 2:  # the poisons' own cluster
@@ -88,17 +105,24 @@ def failure_reason(run: dict, ratio_threshold: float = 1.0) -> str:
     return reason
 
 
+def detection_row(result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto") -> dict:
+    """``detector`` on ``result``'s training set: its scores against the true flags, where the
+    poisons went and, below F1 0.9, why it missed (:func:`failure_reason`; "" for a clean model)."""
+    found, scores = detect_and_score(result, detector, seed=seed, device=device)
+    row = {**scores, **where_the_poisons_went(found, training_set(result)[2])}
+    thresholds = {name: getattr(detector, name) for name in ("ratio_threshold", "size_threshold", "min_silhouette")
+                  if hasattr(detector, name)}
+    return {**row, "why_missed": failure_reason(row, **thresholds) if row["n_poison_total"] else ""}
+
+
 def detection_over_runs(exp: Experiment, runs, detector: Detector, device: str = "auto") -> pd.DataFrame:
     """``detector`` on the attack ``exp`` for every ``(seed, target_label)`` in ``runs`` (each its
-    own poisoned training set and model, cached): one row of scores per run, with where the poisons
-    went and, for a run below F1 0.9, why it missed (:func:`failure_reason`)."""
+    own poisoned training set and model, cached): one :func:`detection_row` per run."""
     rows = []
     for seed, target in runs:
         result = run_attack(exp.with_(seed=seed, target_label=target), device)
-        found, scores = detect_and_score(result, detector, seed=seed, device=device)
-        row = {"seed": seed, "target_label": target, "asr": result.asr, **scores,
-               **where_the_poisons_went(found, training_set(result)[2])}
-        rows.append({**row, "why_missed": failure_reason(row, getattr(detector, "ratio_threshold", 1.0))})
+        rows.append({"seed": seed, "target_label": target, "asr": result.asr,
+                     **detection_row(result, detector, seed, device)})
     return pd.DataFrame(rows)
 
 
@@ -125,10 +149,10 @@ def cleanse_over_runs(exp: Experiment, runs, x_clean: torch.Tensor, defense: Neu
 def retrain_relabelled(result: AttackResult, labels: torch.Tensor, device: str = "auto"):
     """Retrain from scratch, with ``result``'s recipe, on its training images under ``labels``
     (e.g. :meth:`~backdoor_utils.detectors.activation_clustering.Reclassification.relabelled`): Chen et al.'s repair that
-    keeps the flagged images but gives them their source class. Cached like every model."""
+    keeps the flagged images but gives them their source class. Cached under a hash of the images
+    and ``labels`` with the recipe, which is all that decides the model."""
     x, _, _ = training_set(result)
-    return train_on_data_cached(x, labels, result.experiment.train_config(), device, desc="relabelled",
-                                sources=CORE_SOURCES + ("evaluation.py",))
+    return train_on_data_cached(x, labels, result.experiment.train_config(), device, desc="relabelled")
 
 
 def mean_and_spread(values) -> tuple[float, float]:
@@ -196,37 +220,6 @@ def cheapest_setting(grid: pd.DataFrame, field: str, min_psnr_db: float, min_asr
     return Pick(field, None, closest, scale, unit)
 
 
-@dataclass
-class Screening:
-    """STRIP on one attack: entropies of clean and triggered test inputs, the threshold the
-    defender set on its own clean images, and the rates the reader scores."""
-
-    clean_entropy: torch.Tensor
-    triggered_entropy: torch.Tensor
-    threshold: float
-    frr: float  # clean test inputs rejected
-    far: float  # triggered test inputs accepted
-    auroc: float
-
-
-def screen_inputs(result: AttackResult, strip: STRIP, defender: DefenderData, n_inputs: int = 1000,
-                  seed: int = 0) -> Screening:
-    """STRIP against ``result``: overlays from the defender's tuning images, the threshold from its
-    selection images (a false-rejection rate of ``strip.frr`` there), then the first ``n_inputs``
-    clean test images and as many triggered non-target test images, scored."""
-    splits, target = result.splits, result.experiment.target_label
-    threshold = strip.threshold(result.model, defender.x_select, defender.x_tune, seed)
-    clean = splits.x_test[:n_inputs]
-    keep = splits.y_test != target
-    triggered = result.trigger.apply(splits.x_test[keep][:n_inputs])
-    h_clean = strip.entropy(result.model, clean, defender.x_tune, seed + 1)
-    h_trig = strip.entropy(result.model, triggered, defender.x_tune, seed + 2)
-    truth = np.r_[np.zeros(len(h_clean)), np.ones(len(h_trig))]
-    auroc = float(roc_auc_score(truth, -np.r_[h_clean.numpy(), h_trig.numpy()]))  # low entropy = triggered
-    return Screening(h_clean, h_trig, threshold, float((h_clean < threshold).float().mean()),
-                     float((h_trig >= threshold).float().mean()), auroc)
-
-
 #: The matrix's columns: each defense's main metric and whether a higher value is better for the
 #: defender (detection F1 or recall; the false-acceptance rate of triggered inputs at the clean
 #: false-rejection rate STRIP was set for; the ASR left after a repair).
@@ -246,44 +239,6 @@ MATRIX_NAMES = {
     "fine_pruning": "fine-\npruning",
     "neural_cleanse": "Neural Cleanse\n+ unlearning",
 }
-
-
-def defense_cell(result: AttackResult, name: str, method, defender: DefenderData, seed: int = 0,
-                 device: str = "auto", strip_inputs: int = 1000) -> dict:
-    """One cell of the matrix: ``method`` (the defense called ``name``) against ``result``, its main
-    metric as ``value`` plus what the reader needs beside it (precision, AUROC, the CA cost)."""
-    if name in ("activation_clustering", "spectral_signatures"):
-        _, scores = detect_and_score(result, method, seed, device)
-        value = scores["f1"] if name == "activation_clustering" else scores["recall"]
-        return {"value": value, "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"]}
-    if name == "strip":
-        screening = screen_inputs(result, method, defender, strip_inputs, seed)
-        return {"value": screening.far, "auroc": screening.auroc, "frr": screening.frr}
-    if name == "neural_cleanse":
-        report = cleanse(result, method, defender.x_tune)
-        model = method.unlearn_flagged(result.model, report, defender, seed, device)
-    else:
-        model = method.repair(result.model, defender, seed, device).model
-    after = Measure(defender, result.splits, result.trigger, result.experiment.target_label)(model)
-    return {"value": after["asr"], "ca_cost_pp": 100 * (result.clean_acc - after["clean_acc"])}
-
-
-#: Modules every matrix cell depends on besides the attack's and the defense's own.
-CELL_SOURCES = ("evaluation.py", "metrics.py", "detectors/base.py", "defenses/base.py")
-
-
-def defense_cell_cached(result: AttackResult, name: str, method, defender: DefenderData, n_tune: int,
-                        seed: int = 0, device: str = "auto", strip_inputs: int = 1000) -> dict:
-    """:func:`defense_cell`, cached under the attack's full spec, the defense's name and parameters,
-    the defender's data size, the seed and the source of every module involved: an interrupted
-    matrix resumes where it stopped, and a rerun recomputes nothing."""
-    params = asdict(method) if is_dataclass(method) else repr(method)
-    spec = {"kind": "matrix_cell", **result.experiment.spec(), "defense": name, "defense_params": params,
-            "n_tune": n_tune, "cell_seed": seed, "strip_inputs": strip_inputs}
-    sources = result.experiment.sources() + CELL_SOURCES + (module_source(method),)
-    cell, _ = train_cached(spec, lambda: defense_cell(result, name, method, defender, seed, device, strip_inputs),
-                           kind="matrix_cells", sources=tuple(dict.fromkeys(sources)), device=device)
-    return cell
 
 
 def defense_matrix(experiments: dict, seeds, methods: dict, device: str = "auto", n_tune: int = 5000,

@@ -169,6 +169,11 @@ def test_activation_clustering_raises_no_false_alarm_and_reports_consistently(ch
     assert v["relabel_sentence"].startswith("does not remove") == (v["asr_relabel"] > 0.05)
     if v["n_relabelled"] == 0:  # nothing flagged, nothing relabelled: the same training set
         assert v["asr_relabel"] > 0.5 and v["source_accuracy"].startswith("n/a")
+    # the attacks' sentence explains exactly the attacks below F1 0.9, with where their poisons went
+    missed = "On the patch attack the detector misses: " in v["attacks_sentence"]
+    assert missed == (v["f1_patch"] < 0.9)
+    if missed:
+        assert "poisons" in v["attacks_sentence"] and "true flags" in v["attacks_sentence"]
 
 
 @group("06_fine_pruning")

@@ -150,7 +150,7 @@ def test_every_module_imports_on_its_own_in_a_fresh_interpreter():
 LAYERS = {  # a module may import its own layer and the layers below it
     "core": ("__init__", "runtime", "data", "models", "training", "metrics", "cache", "checks", "registry"),
     "methods": ("attacks", "detectors", "defenses"),
-    "orchestration": ("experiments", "evaluation", "verdicts", "params"),
+    "orchestration": ("experiments", "scoring", "evaluation", "verdicts", "params"),
     "tooling": ("cli", "site", "sphinx_glue", "bench", "notebooks", "plotting", "__main__"),
 }
 ORDER = list(LAYERS)

@@ -1,16 +1,17 @@
-"""Scoring helpers: where the true poisons ended up, and why a detection run missed."""
+"""Reader-side summaries: where the true poisons ended up, why a detection run missed, the\nstealth / poison pick, the matrix summary; and the matrix's cached cells."""
 
 import numpy as np
 import pytest
 import torch
 
-from backdoor_utils.detectors.activation_clustering import Detection, Reclassification
+from backdoor_utils.detectors.activation_clustering import ClassClustering, Detection, Reclassification
 from backdoor_utils.evaluation import failure_reason, where_the_poisons_went
 
 
 def _run(**overrides):
     run = {"f1": 0.0, "recall": 0.0, "n_flagged": 0, "n_poison_total": 540, "poisons_in_best_candidate": 0,
-           "best_candidate_size": 0, "best_candidate_l": 0, "best_candidate_p": 0, "best_candidate_flagged": False}
+           "best_candidate_size": 0, "best_candidate_l": 0, "best_candidate_p": 0, "best_candidate_flagged": False,
+           "poison_label_k": 0}
     return {**run, **overrides}
 
 
@@ -26,10 +27,37 @@ def test_where_the_poisons_went_picks_the_candidate_holding_most_poisons():
     assert went["best_candidate_flagged"] is True
 
 
+def test_where_the_poisons_went_describes_how_the_poisons_label_was_split():
+    truth = torch.zeros(100, dtype=torch.bool)
+    truth[:30] = True  # the poisons all carry label 3, which holds images 0-59
+    assign = np.r_[np.zeros(25), np.ones(5), np.ones(10), np.zeros(15), np.full(5, 2)].astype(int)
+    three = ClassClustering(3, np.arange(60), np.zeros((60, 2)), assign, 3, 0.2)
+    other = ClassClustering(4, np.arange(60, 100), np.zeros((40, 2)), np.zeros(40, dtype=int), 1, 0.05)
+    members = [np.arange(60)[assign == 2]]  # only the 5-image cluster was a candidate
+    table = [{"size": 5, "l": 5, "p": 0, "flagged": False}]
+    found = Detection([other, three], Reclassification(torch.zeros(100, dtype=torch.bool), table, None, members))
+    went = where_the_poisons_went(found, truth)
+    assert went["poison_label"] == 3 and went["poison_label_k"] == 3
+    assert went["poison_label_sizes"] == (40, 15, 5)  # largest first
+    assert went["poison_label_held"] == (25, 5, 0)
+    assert went["poison_label_candidates"] == (False, False, True)
+
+
 def test_failure_reason_names_what_went_wrong():
     assert failure_reason(_run(f1=0.95)) == ""
     split = failure_reason(_run(poisons_in_best_candidate=183))
     assert "no candidate cluster holds even half of the 540 poisons (the best holds 183)" in split
+    halves = failure_reason(_run(poison_label_k=2, poison_label_sizes=(3274, 2809), poison_label_held=(415, 125),
+                                 poison_label_candidates=(False, False)), size_threshold=0.35)
+    assert halves == ("the silhouette splits the target label into 2 clusters of 3,274 and 2,809 images, holding "
+                      "415 and 125 of the 540 poisons; neither is a candidate (a candidate holds at most 0.35 of "
+                      "its label and is not its largest cluster)")
+    thirds = failure_reason(_run(poison_label_k=3, poison_label_sizes=(3000, 2000, 900), poisons_in_best_candidate=30,
+                                 poison_label_held=(10, 500, 30), poison_label_candidates=(False, False, True)))
+    assert "into 3 clusters of 3,000, 2,000 and 900 images, holding 10, 500 and 30 of the 540" in thirds
+    assert thirds.endswith("hold only 30 of them")
+    whole = failure_reason(_run(poison_label_k=1, poison_label_silhouette=0.0812), min_silhouette=0.1)
+    assert "stays one cluster: its best split scores silhouette 0.081, below min_silhouette 0.1" in whole
     kept = failure_reason(_run(poisons_in_best_candidate=511, best_candidate_size=511, best_candidate_l=123,
                                best_candidate_p=78))
     assert "511 of the 540 poisons form a cluster of 511" in kept and "other 29 poisons" in kept
@@ -94,7 +122,7 @@ def test_matrix_summary_gives_mean_spread_and_a_defender_score_oriented_per_metr
 def test_matrix_cells_are_cached_per_attack_defense_parameters_and_seed(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
-    from backdoor_utils import cache, detectors, evaluation
+    from backdoor_utils import cache, detectors, scoring
     from backdoor_utils.experiments import Experiment
 
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
@@ -104,14 +132,14 @@ def test_matrix_cells_are_cached_per_attack_defense_parameters_and_seed(monkeypa
         computed.append((name, seed))
         return {"value": 0.25 * len(computed), "frr": 0.01}
 
-    monkeypatch.setattr(evaluation, "defense_cell", cell)
+    monkeypatch.setattr(scoring, "defense_cell", cell)
     result = SimpleNamespace(experiment=Experiment("patch", n_train=1000, epochs=1))
     strip = detectors.get("strip", n_overlays=10)
 
     def run(method=strip, seed=0, experiment=None):
         if experiment is not None:
             result.experiment = experiment
-        return evaluation.defense_cell_cached(result, "strip", method, None, 500, seed, "cpu", 100)
+        return scoring.defense_cell_cached(result, "strip", method, None, 500, seed, "cpu", 100)
 
     first = run()
     assert run() == first == {"value": 0.25, "frr": 0.01} and len(computed) == 1  # from the cache

@@ -1,0 +1,115 @@
+"""Detectors and defenses run against one attack result and scored: what the attack x defense
+matrix caches, cell by cell.
+
+It knows the true poison flags and the test trigger, and uses them only to *score* what a detector
+or defense decided without them. Every cached matrix cell is keyed on this module's source (with
+the attack's, the method's and the modules in :data:`CELL_SOURCES`), so the reader-side summaries
+in :mod:`backdoor_utils.evaluation` can change without recomputing a cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, is_dataclass
+
+import numpy as np
+import torch
+
+from sklearn.metrics import roc_auc_score
+
+from .defenses import DefenderData, Measure
+from .detectors import Detector
+from .detectors.activation_clustering import Detection
+from .detectors.strip import STRIP
+from .experiments import CORE_SOURCES, AttackResult, cleanse, module_source, train_cached, train_on_data_cached
+from .metrics import detection_scores
+
+
+def training_set(result: AttackResult) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(images, labels, true poison flags)`` the model of ``result`` was trained on."""
+    if result.poisoned is None:
+        y = result.splits.y_train
+        return result.splits.x_train, y, torch.zeros(len(y), dtype=torch.bool)
+    return result.poisoned.x, result.poisoned.y, result.poisoned.is_poison
+
+
+def _cached_reclassifier(x, y, config, device):
+    """Exclusionary reclassification's model, cached like every model (keyed on its module too)."""
+    return train_on_data_cached(x, y, config, device, desc="reclassifier", sources=CORE_SOURCES + ("detectors/activation_clustering.py",))
+
+
+def detect_and_score(result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto") -> tuple[Detection, dict]:
+    """``detector`` (e.g. ``detectors.get("activation_clustering")``) on the training set of
+    ``result`` (any model it trains is cached), then precision / recall / F1 against the true
+    flags and the flagged share."""
+    x, y, truth = training_set(result)
+    found = detector.detect(result.model, x, y, seed=seed, device=device, train=_cached_reclassifier)
+    return found, {**detection_scores(truth, found.flags), "flagged_fraction": float(found.flags.float().mean())}
+
+
+@dataclass
+class Screening:
+    """STRIP on one attack: entropies of clean and triggered test inputs, the threshold the
+    defender set on its own clean images, and the rates the reader scores."""
+
+    clean_entropy: torch.Tensor
+    triggered_entropy: torch.Tensor
+    threshold: float
+    frr: float  # clean test inputs rejected
+    far: float  # triggered test inputs accepted
+    auroc: float
+
+
+def screen_inputs(result: AttackResult, strip: STRIP, defender: DefenderData, n_inputs: int = 1000,
+                  seed: int = 0) -> Screening:
+    """STRIP against ``result``: overlays from the defender's tuning images, the threshold from its
+    selection images (a false-rejection rate of ``strip.frr`` there), then the first ``n_inputs``
+    clean test images and as many triggered non-target test images, scored."""
+    splits, target = result.splits, result.experiment.target_label
+    threshold = strip.threshold(result.model, defender.x_select, defender.x_tune, seed)
+    clean = splits.x_test[:n_inputs]
+    keep = splits.y_test != target
+    triggered = result.trigger.apply(splits.x_test[keep][:n_inputs])
+    h_clean = strip.entropy(result.model, clean, defender.x_tune, seed + 1)
+    h_trig = strip.entropy(result.model, triggered, defender.x_tune, seed + 2)
+    truth = np.r_[np.zeros(len(h_clean)), np.ones(len(h_trig))]
+    auroc = float(roc_auc_score(truth, -np.r_[h_clean.numpy(), h_trig.numpy()]))  # low entropy = triggered
+    return Screening(h_clean, h_trig, threshold, float((h_clean < threshold).float().mean()),
+                     float((h_trig >= threshold).float().mean()), auroc)
+
+
+def defense_cell(result: AttackResult, name: str, method, defender: DefenderData, seed: int = 0,
+                 device: str = "auto", strip_inputs: int = 1000) -> dict:
+    """One cell of the matrix: ``method`` (the defense called ``name``) against ``result``, its main
+    metric as ``value`` plus what the reader needs beside it (precision, AUROC, the CA cost)."""
+    if name in ("activation_clustering", "spectral_signatures"):
+        _, scores = detect_and_score(result, method, seed, device)
+        value = scores["f1"] if name == "activation_clustering" else scores["recall"]
+        return {"value": value, "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"]}
+    if name == "strip":
+        screening = screen_inputs(result, method, defender, strip_inputs, seed)
+        return {"value": screening.far, "auroc": screening.auroc, "frr": screening.frr}
+    if name == "neural_cleanse":
+        report = cleanse(result, method, defender.x_tune)
+        model = method.unlearn_flagged(result.model, report, defender, seed, device)
+    else:
+        model = method.repair(result.model, defender, seed, device).model
+    after = Measure(defender, result.splits, result.trigger, result.experiment.target_label)(model)
+    return {"value": after["asr"], "ca_cost_pp": 100 * (result.clean_acc - after["clean_acc"])}
+
+
+#: Modules every matrix cell depends on besides the attack's and the defense's own.
+CELL_SOURCES = ("scoring.py", "metrics.py", "detectors/base.py", "defenses/base.py")
+
+
+def defense_cell_cached(result: AttackResult, name: str, method, defender: DefenderData, n_tune: int,
+                        seed: int = 0, device: str = "auto", strip_inputs: int = 1000) -> dict:
+    """:func:`defense_cell`, cached under the attack's full spec, the defense's name and parameters,
+    the defender's data size, the seed and the source of every module involved: an interrupted
+    matrix resumes where it stopped, and a rerun recomputes nothing."""
+    params = asdict(method) if is_dataclass(method) else repr(method)
+    spec = {"kind": "matrix_cell", **result.experiment.spec(), "defense": name, "defense_params": params,
+            "n_tune": n_tune, "cell_seed": seed, "strip_inputs": strip_inputs}
+    sources = result.experiment.sources() + CELL_SOURCES + (module_source(method),)
+    cell, _ = train_cached(spec, lambda: defense_cell(result, name, method, defender, seed, device, strip_inputs),
+                           kind="matrix_cells", sources=tuple(dict.fromkeys(sources)), device=device)
+    return cell
