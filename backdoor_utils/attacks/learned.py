@@ -97,6 +97,7 @@ def pixel_change(trained: PatchTrigger, start: PatchTrigger) -> float:
     ``start`` (pixel values lie in [0, 1])."""
     return max(abs(a - b) for a, b in zip(trained.pattern, start.pattern))
 
+
 @register
 @dataclass(frozen=True)
 class Learned(Attack):
