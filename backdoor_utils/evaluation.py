@@ -91,11 +91,11 @@ def failure_reason(run: dict, ratio_threshold: float = 1.0, size_threshold: floa
         l, p, size = run["best_candidate_l"], run["best_candidate_p"], run["best_candidate_size"]
         if held >= size / 2:  # the poisons' own cluster
             reason = (f"{held} of the {n} poisons form a cluster of {size:,}, but the reclassifier - trained "
-                      f"with the other {n - held} poisons still in - calls {l} of them the target")
+                      f"with the other {n - held} poisons still in - calls {l:,} of them the target")
         else:
             reason = (f"{held} of the {n} poisons fall in a cluster of {size:,} images that are mostly genuine "
-                      f"digits, and the reclassifier calls {l} of them the target")
-        reason += (f" against {p} for the most common other class, so l / p = {l / max(p, 1):.2f} "
+                      f"digits, and the reclassifier calls {l:,} of them the target")
+        reason += (f" against {p:,} for the most common other class, so l / p = {l / max(p, 1):.2f} "
                    f"> T = {ratio_threshold:g} keeps the cluster")
     else:
         reason = f"the poisons' cluster is caught, but it holds only {held} of the {n} poisons"

@@ -65,6 +65,7 @@ def test_failure_reason_names_what_went_wrong():
     mixed = failure_reason(_run(poisons_in_best_candidate=357, best_candidate_size=2165, best_candidate_l=1375,
                                 best_candidate_p=500))
     assert "357 of the 540 poisons fall in a cluster of 2,165 images that are mostly genuine digits" in mixed
+    assert "the reclassifier calls 1,375 of them the target against 500" in mixed
     assert "l / p = 2.75 > T = 1 keeps the cluster" in mixed
     noisy = failure_reason(_run(n_flagged=838, poisons_in_best_candidate=100))
     assert noisy.endswith("; 838 genuine images are flagged")
