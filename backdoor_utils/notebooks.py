@@ -94,6 +94,28 @@ def learning_pays(lead: str, gains, moved, threshold: float = 0.05) -> str:
             f"{threshold:g} as a gain), and training moved its pixels by at most {moved:.3f}.")
 
 
+def adaptive_verdict(scores: dict, threshold: float = 0.2) -> str:
+    """Chapter 09's verdict on the adaptive attack: ``scores`` maps each detection score's name to
+    its ``(against the plain attack, against the adaptive one)`` means. "defeats" when some score
+    drops by ``threshold`` or more; a score that rises by as much is named too - there the adaptive
+    attack made the poisons easier to find, not harder."""
+    change = {name: after - before for name, (before, after) in scores.items()}
+    if any(d != d for d in change.values()):
+        return "The adaptive attack was not compared with the plain one."
+    fallen = [f"{name} by {-d:.3f}" for name, d in change.items() if d <= -threshold]
+    risen = [f"{name} by {d:.3f}" for name, d in change.items() if d >= threshold]
+    if fallen:
+        text = (f"The adaptive attack defeats a latent-separation defense: it lowers {' and '.join(fallen)} "
+                f"(the book counts a drop of {threshold:g} or more as a defeat).")
+    else:
+        text = (f"On this model the adaptive attack does not defeat either latent-separation defense by a "
+                f"wide margin (no drop of {threshold:g} in either detection score).")
+    if risen:
+        text += (f" It even raises {' and '.join(risen)}: against {'that defense' if len(risen) == 1 else 'them'}"
+                 " it makes the poisons easier to find, not harder.")
+    return text
+
+
 #: The headline values each chapter must glue (the book's results page and the tests read them).
 HEADLINE_METRICS = {
     "01_pixel_trigger": ["clean_acc_baseline", "clean_acc", "asr"],

@@ -241,4 +241,7 @@ def test_adaptive_attacker_is_scored_against_both_latent_separation_defenses(cha
     assert -1.0 <= v["sep_adaptive"] <= 1.0 and -1.0 <= v["sep_blended"] <= 1.0
     drop = max(v["ac_blended"] - v["ac_adaptive"], v["ss_blended"] - v["ss_adaptive"])
     assert v["adaptive_sentence"].startswith("The adaptive attack defeats") == (drop >= 0.2)
+    rise = max(v["ac_adaptive"] - v["ac_blended"], v["ss_adaptive"] - v["ss_blended"])
+    assert ("It even raises" in v["adaptive_sentence"]) == (rise >= 0.2)
+    assert v["sep_sentence"].startswith("The adaptive attack lowers") == (v["sep_adaptive"] < v["sep_blended"])
     assert v["n_seeds"] == 1

@@ -2,7 +2,7 @@
 
 import math
 
-from backdoor_utils.notebooks import ca_change, learning_pays
+from backdoor_utils.notebooks import adaptive_verdict, ca_change, learning_pays
 
 
 def test_a_clean_accuracy_above_the_reference_is_not_called_a_drop():
@@ -25,3 +25,18 @@ def test_the_learned_patch_verdict_follows_the_largest_gain():
     assert "no measurable gain" in learning_pays("x", [0.0499], 0.1)
     assert "pays" in learning_pays("x", [0.05], 0.1)
     assert learning_pays("x", [math.nan], 0.1) == "x, the learned and the fixed patch were not compared."
+
+
+def test_adaptive_verdict_names_a_defeat_and_a_defense_the_attack_made_stronger():
+    ac, ss = "activation clustering's F1", "Spectral Signatures' recall"
+    measured = adaptive_verdict({ac: (0.996, 0.903), ss: (0.053, 0.695)})
+    assert measured == ("On this model the adaptive attack does not defeat either latent-separation defense by a "
+                        "wide margin (no drop of 0.2 in either detection score). It even raises Spectral "
+                        "Signatures' recall by 0.642: against that defense it makes the poisons easier to find, "
+                        "not harder.")
+    beaten = adaptive_verdict({ac: (0.99, 0.40), ss: (0.50, 0.45)})
+    assert beaten == ("The adaptive attack defeats a latent-separation defense: it lowers activation clustering's "
+                      "F1 by 0.590 (the book counts a drop of 0.2 or more as a defeat).")
+    assert adaptive_verdict({ac: (0.9, 0.8)}).startswith("On this model the adaptive attack does not defeat")
+    assert "raises" not in adaptive_verdict({ac: (0.5, 0.69)})  # a rise below the threshold is not named
+    assert adaptive_verdict({ac: (0.9, float("nan"))}) == "The adaptive attack was not compared with the plain one."
