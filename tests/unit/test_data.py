@@ -1,12 +1,10 @@
 import gzip
 import hashlib
-import io
 import pickle
 import zipfile
 
 import numpy as np
 import pytest
-import torch
 
 from backdoor_utils import data
 

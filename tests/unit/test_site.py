@@ -62,7 +62,7 @@ def test_a_table_wider_than_its_cell_is_a_problem(chapter_site):
 
 def test_a_page_table_cut_off_by_its_scrolling_box_is_a_problem(chapter_site):
     # the theme wraps a Markdown table in a box that scrolls: its last columns are out of sight
-    cells = "".join(f"<td>0.66&nbsp;±&nbsp;0.57</td>" for _ in range(12))
+    cells = "".join("<td>0.66&nbsp;±&nbsp;0.57</td>" for _ in range(12))
     box = "<div class='pst-scrollable-table-container' style='width: 400px; overflow-x: auto'>"
     report = chapter_site(f"{box}<table><tr><th>attack</th></tr><tr>{cells}</tr></table></div>"
                           f"<div class='cell_output'><img src='data:image/png;base64,{PNG}'></div>")
