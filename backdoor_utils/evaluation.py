@@ -54,7 +54,7 @@ def where_the_poisons_went(found: Detection, truth: torch.Tensor) -> dict:
             "poison_label_candidates": tuple(len(c) > 0 and (len(c), int(c[0])) in members for c in clusters)}
 
 
-def _and(items) -> str:
+def _listed(items) -> str:
     items = [f"{i:,}" if isinstance(i, int) else str(i) for i in items]
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
@@ -69,8 +69,8 @@ def _split_reason(run: dict, size_threshold: float, min_silhouette: float) -> st
                 f"{run['poison_label_silhouette']:.3f}, below min_silhouette {min_silhouette:g}, so it has no "
                 "candidate cluster")
     sizes, held, candidate = run["poison_label_sizes"], run["poison_label_held"], run["poison_label_candidates"]
-    reason = (f"the silhouette splits the target label into {k} clusters of {_and(sizes)} images, holding "
-              f"{_and(held)} of the {n} poisons; ")
+    reason = (f"the silhouette splits the target label into {k} clusters of {_listed(sizes)} images, holding "
+              f"{_listed(held)} of the {n} poisons; ")
     rule = f"a candidate holds at most {size_threshold:g} of its label and is not its largest cluster"
     if not any(candidate):
         return reason + f"{'neither' if k == 2 else 'none'} is a candidate ({rule})"
