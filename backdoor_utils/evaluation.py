@@ -55,6 +55,7 @@ def where_the_poisons_went(found: Detection, truth: torch.Tensor) -> dict:
 
 
 def _listed(items) -> str:
+    """``[3274, 2809]`` as "3,274 and 2,809"."""
     items = [f"{i:,}" if isinstance(i, int) else str(i) for i in items]
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
