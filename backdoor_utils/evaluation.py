@@ -8,7 +8,7 @@ in a cache key, so a change to these summaries recomputes no model and no matrix
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -19,12 +19,56 @@ from sklearn.metrics import roc_auc_score, silhouette_score
 
 from .defenses import NeuralCleanse, defender_data
 from .detectors import Detector
-from .detectors.activation_clustering import Detection
+from .detectors.activation_clustering import ActivationClustering, ClassClustering, Detection, Reclassification
 from .detectors.spectral_signatures import direction_scores
-from .experiments import AttackResult, Experiment, cleanse, run_attack, train_on_data_cached
+from .experiments import (AttackResult, Experiment, cleanse, module_source, run_attack, train_cached,
+                          train_on_data_cached)
 from .metrics import distortion
 from .scoring import defense_cell_cached, detect_and_score, training_set
 from .training import activations
+
+
+def _plain(value):
+    """A numpy scalar as the Python number it holds (cache entries load with ``weights_only``)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def pack_detection(found: Detection, scores: dict) -> dict:
+    """An activation-clustering :class:`Detection` and its scores as tensors and plain values."""
+    reclassification = found.reclassification
+    return {"clusterings": [{"label": int(c.label), "index": torch.from_numpy(c.index),
+                             "projected": torch.from_numpy(c.projected), "assignments": torch.from_numpy(c.assignments),
+                             "k": int(c.k), "silhouette": float(c.silhouette),
+                             "silhouettes": {int(k): float(v) for k, v in c.silhouettes.items()}}
+                            for c in found.clusterings],
+            "flags": reclassification.flags, "source_classes": reclassification.source_classes,
+            "table": [{key: _plain(v) for key, v in row.items()} for row in reclassification.table],
+            "members": [torch.from_numpy(np.asarray(m)) for m in reclassification.members],
+            "scores": {key: _plain(v) for key, v in scores.items()}}
+
+
+def unpack_detection(payload: dict) -> tuple[Detection, dict]:
+    """The inverse of :func:`pack_detection`."""
+    clusterings = [ClassClustering(c["label"], c["index"].numpy(), c["projected"].numpy(), c["assignments"].numpy(),
+                                   c["k"], c["silhouette"], c["silhouettes"]) for c in payload["clusterings"]]
+    reclassification = Reclassification(payload["flags"], payload["table"], payload["source_classes"],
+                                        [m.numpy() for m in payload["members"]])
+    return Detection(clusterings, reclassification), payload["scores"]
+
+
+def detect_cached(result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto") -> tuple[Detection, dict]:
+    """:func:`~backdoor_utils.scoring.detect_and_score`, cached for activation clustering under the
+    attack's full spec, the detector's parameters, the seed and the source of every module the
+    detection runs (a chapter that rereads the same detection, or re-executes, recomputes nothing).
+    Other detectors are run as they are."""
+    if not isinstance(detector, ActivationClustering):
+        return detect_and_score(result, detector, seed=seed, device=device)
+    spec = {"kind": "detection", **result.experiment.spec(), "detector": detector.name,
+            "detector_params": asdict(detector), "detection_seed": seed}
+    sources = result.experiment.sources() + ("scoring.py", "metrics.py", "detectors/base.py", module_source(detector))
+    payload, _ = train_cached(spec, lambda: pack_detection(*detect_and_score(result, detector, seed=seed, device=device)),
+                              kind="detections", sources=tuple(dict.fromkeys(sources)), device=device)
+    return unpack_detection(payload)
 
 
 def where_the_poisons_went(found: Detection, truth: torch.Tensor) -> dict:
@@ -109,7 +153,7 @@ def failure_reason(run: dict, ratio_threshold: float = 1.0, size_threshold: floa
 def detection_row(result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto") -> dict:
     """``detector`` on ``result``'s training set: its scores against the true flags, where the
     poisons went and, below F1 0.9, why it missed (:func:`failure_reason`; "" for a clean model)."""
-    found, scores = detect_and_score(result, detector, seed=seed, device=device)
+    found, scores = detect_cached(result, detector, seed=seed, device=device)
     row = {**scores, **where_the_poisons_went(found, training_set(result)[2])}
     thresholds = {name: getattr(detector, name) for name in ("ratio_threshold", "size_threshold", "min_silhouette")
                   if hasattr(detector, name)}

@@ -149,3 +149,62 @@ def test_matrix_cells_are_cached_per_attack_defense_parameters_and_seed(monkeypa
     run(experiment=Experiment("patch", n_train=1000, epochs=1, poison_rate=0.02))  # and the attack
     assert len(computed) == 4
     assert len(list((tmp_path / "matrix_cells").glob("*.pt"))) == 4
+
+
+def _detection():
+    three = ClassClustering(3, np.arange(6), np.linspace(0, 1, 12).reshape(6, 2), np.array([0, 0, 1, 1, 1, 2], np.int32),
+                            3, 0.21, {2: 0.18, 3: 0.21})
+    flags = torch.tensor([True, True, False, False, False, False])
+    table = [{"label": np.int64(3), "size": 2, "l": np.int64(1), "p": 7, "l_over_p": np.float64(1 / 7),
+              "source_class": 5, "flagged": np.bool_(True)}]
+    found = Detection([three], Reclassification(flags, table, torch.tensor([5, 5, -1, -1, -1, -1]), [np.arange(2)]))
+    return found, {"precision": np.float64(1.0), "recall": 0.5, "f1": 2 / 3, "n_flagged": 2}
+
+
+def test_a_detection_survives_the_cache_as_it_was(tmp_path):
+    from backdoor_utils.cache import load_cached, save_cached
+    from backdoor_utils.evaluation import pack_detection, unpack_detection
+
+    found, scores = _detection()
+    save_cached(tmp_path / "d.pt", pack_detection(found, scores), {})
+    back, back_scores = unpack_detection(load_cached(tmp_path / "d.pt"))  # loaded with weights_only=True
+    assert back_scores == scores
+    (c, original) = (back.clusterings[0], found.clusterings[0])
+    assert (c.label, c.k, c.silhouette, c.silhouettes) == (3, 3, 0.21, {2: 0.18, 3: 0.21})
+    for field in ("index", "projected", "assignments"):
+        assert np.array_equal(getattr(c, field), getattr(original, field))
+        assert getattr(c, field).dtype == getattr(original, field).dtype
+    assert torch.equal(back.flags, found.flags) and torch.equal(back.reclassification.source_classes,
+                                                                found.reclassification.source_classes)
+    assert back.reclassification.table == [{k: v.item() if hasattr(v, "item") else v for k, v in row.items()}
+                                           for row in found.reclassification.table]
+    assert [m.tolist() for m in back.reclassification.members] == [[0, 1]]
+
+
+def test_activation_clustering_detections_are_cached_per_attack_detector_and_seed(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from backdoor_utils import cache, detectors, evaluation
+    from backdoor_utils.experiments import Experiment
+
+    monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
+    computed = []
+
+    def detect(result, detector, seed=0, device="auto"):
+        computed.append((type(detector).__name__, seed))
+        return _detection()
+
+    monkeypatch.setattr(evaluation, "detect_and_score", detect)
+    result = SimpleNamespace(experiment=Experiment("patch", n_train=1000, epochs=1))
+    ac = detectors.get("activation_clustering")
+    found, scores = evaluation.detect_cached(result, ac, seed=0, device="cpu")
+    again, _ = evaluation.detect_cached(result, ac, seed=0, device="cpu")
+    assert len(computed) == 1 and torch.equal(again.flags, found.flags)  # the second from the cache
+    evaluation.detect_cached(result, ac, seed=1, device="cpu")  # the seed is in the key
+    evaluation.detect_cached(result, detectors.get("activation_clustering", max_clusters=3), 0, "cpu")  # parameters
+    result.experiment = Experiment("patch", n_train=1000, epochs=1, poison_rate=0.02)
+    evaluation.detect_cached(result, ac, seed=0, device="cpu")  # and the attack
+    assert len(computed) == 4 and len(list((tmp_path / "detections").glob("*.pt"))) == 4
+    evaluation.detect_cached(result, detectors.get("spectral_signatures"), 0, "cpu")
+    evaluation.detect_cached(result, detectors.get("spectral_signatures"), 0, "cpu")
+    assert computed[-2:] == [("SpectralSignatures", 0)] * 2  # other detectors run as they are
