@@ -2,8 +2,9 @@
 
 The orchestration above :mod:`backdoor_utils.scoring` (one attack result against one method,
 scored; the matrix's cached cells): runs over seeds and targets, where the true poisons went and
-why a detector missed, the stealth / poison grid, the whole matrix and its summary. Nothing here is
-in a cache key, so a change to these summaries recomputes no model and no matrix cell.
+why a detector missed, the stealth / poison grid, the whole matrix and its summary. Of the caches
+only the activation-clustering detections (:func:`detect_cached`, seconds each) are keyed on this
+module: a change here retrains no model and recomputes no matrix cell.
 """
 
 from __future__ import annotations
@@ -59,13 +60,14 @@ def unpack_detection(payload: dict) -> tuple[Detection, dict]:
 def detect_cached(result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto") -> tuple[Detection, dict]:
     """:func:`~backdoor_utils.scoring.detect_and_score`, cached for activation clustering under the
     attack's full spec, the detector's parameters, the seed and the source of every module the
-    detection runs (a chapter that rereads the same detection, or re-executes, recomputes nothing).
-    Other detectors are run as they are."""
+    detection runs, this one included (it packs the entry): a chapter that rereads the same
+    detection, or re-executes, recomputes nothing. Other detectors are run as they are."""
     if not isinstance(detector, ActivationClustering):
         return detect_and_score(result, detector, seed=seed, device=device)
     spec = {"kind": "detection", **result.experiment.spec(), "detector": detector.name,
             "detector_params": asdict(detector), "detection_seed": seed}
-    sources = result.experiment.sources() + ("scoring.py", "metrics.py", "detectors/base.py", module_source(detector))
+    sources = result.experiment.sources() + ("scoring.py", "evaluation.py", "metrics.py", "detectors/base.py",
+                                             module_source(detector))
     payload, _ = train_cached(spec, lambda: pack_detection(*detect_and_score(result, detector, seed=seed, device=device)),
                               kind="detections", sources=tuple(dict.fromkeys(sources)), device=device)
     return unpack_detection(payload)
