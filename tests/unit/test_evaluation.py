@@ -30,10 +30,11 @@ def test_where_the_poisons_went_picks_the_candidate_holding_most_poisons():
 def test_where_the_poisons_went_describes_how_the_poisons_label_was_split():
     truth = torch.zeros(100, dtype=torch.bool)
     truth[:30] = True  # the poisons all carry label 3, which holds images 0-59
-    assign = np.r_[np.zeros(25), np.ones(5), np.ones(10), np.zeros(15), np.full(5, 2)].astype(int)
+    # cluster ids not in size order: 2 holds 40 images (25 poisons), 0 holds 15 (5), 1 holds 5 (0)
+    assign = np.r_[np.full(25, 2), np.zeros(5), np.zeros(10), np.full(15, 2), np.ones(5)].astype(int)
     three = ClassClustering(3, np.arange(60), np.zeros((60, 2)), assign, 3, 0.2)
     other = ClassClustering(4, np.arange(60, 100), np.zeros((40, 2)), np.zeros(40, dtype=int), 1, 0.05)
-    members = [np.arange(60)[assign == 2]]  # only the 5-image cluster was a candidate
+    members = [np.arange(60)[assign == 1]]  # only the 5-image cluster was a candidate
     table = [{"size": 5, "l": 5, "p": 0, "flagged": False}]
     found = Detection([other, three], Reclassification(torch.zeros(100, dtype=torch.bool), table, None, members))
     went = where_the_poisons_went(found, truth)
