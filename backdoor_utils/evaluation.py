@@ -19,10 +19,11 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score, silhouette_score
 
 from .defenses import NeuralCleanse, defender_data
+from .attacks.learned import pixel_change
 from .detectors import Detector
 from .detectors.activation_clustering import ActivationClustering, ClassClustering, Detection, Reclassification
 from .detectors.spectral_signatures import direction_scores
-from .experiments import (AttackResult, Experiment, cleanse, module_source, run_attack, train_cached,
+from .experiments import (AttackResult, Experiment, cleanse, module_source, run_attack, sweep, train_cached,
                           train_on_data_cached)
 from .metrics import distortion
 from .scoring import defense_cell_cached, detect_and_score, training_set
@@ -220,6 +221,25 @@ def trade_off_grid(exp: Experiment, field: str, values, poison_rates, x_test: to
             rows.append({field: value, "poison_rate": rate, "n_poison": result.poisoned.n_poison,
                          "psnr_db_median": psnr, "clean_acc": result.clean_acc, "asr": result.asr})
     return pd.DataFrame(rows)
+
+
+def learned_vs_fixed(exp: Experiment, scales, poison_rates, device: str = "auto"):
+    """Chapter 04's comparison: the learned patch of ``exp`` trained with each step size in
+    ``scales`` (``trigger_lr_scale``) at each poison rate, against the same patch frozen at its
+    start (``initial_patch``). Returns ``(runs, tables, fixed)``: per step size its results and a
+    table (one row per rate) with the frozen patch's ASR beside, the gain and how far training moved
+    the patch (:func:`~backdoor_utils.attacks.learned.pixel_change`); and the frozen patch's table."""
+    _, fixed = sweep(exp.with_(attack="initial_patch"), "poison_rate", poison_rates, device)
+    start = exp.trigger().frozen()  # every run starts from this patch
+    runs, tables = {}, {}
+    for scale in scales:
+        runs[scale], table = sweep(exp.with_(trigger_lr_scale=scale), "poison_rate", poison_rates, device)
+        table["trigger_lr_scale"] = scale
+        table["ASR fixed initial"] = fixed.asr.values
+        table["gain"] = table.asr - table["ASR fixed initial"]
+        table["largest change of a patch pixel"] = [pixel_change(r.trigger, start) for r in runs[scale]]
+        tables[scale] = table
+    return runs, tables, fixed
 
 
 @dataclass(frozen=True)

@@ -209,3 +209,30 @@ def test_activation_clustering_detections_are_cached_per_attack_detector_and_see
     evaluation.detect_cached(result, detectors.get("spectral_signatures"), 0, "cpu")
     evaluation.detect_cached(result, detectors.get("spectral_signatures"), 0, "cpu")
     assert computed[-2:] == [("SpectralSignatures", 0)] * 2  # other detectors run as they are
+
+
+def test_learned_vs_fixed_puts_each_step_size_beside_the_frozen_patch(monkeypatch):
+    import pandas as pd
+    from types import SimpleNamespace
+
+    from backdoor_utils import evaluation
+    from backdoor_utils.attacks.patch import PatchTrigger
+    from backdoor_utils.experiments import Experiment
+
+    start = Experiment("learned").trigger().frozen()
+    asr = {("initial_patch", 1.0): [0.30, 0.70], ("learned", 1.0): [0.31, 0.69], ("learned", 100.0): [0.60, 0.90]}
+
+    def sweep(exp, field, values, device):  # no training: ASRs as given, pixels moved by 0.001 x the step size
+        key = (exp.attack, exp.method.trigger_lr_scale if exp.attack == "learned" else 1.0)
+        moved = PatchTrigger(start.size, start.row, start.col,
+                             pattern=tuple(min(1.0, p + 0.001 * key[1]) for p in start.pattern))
+        runs = [SimpleNamespace(trigger=moved) for _ in values]
+        return runs, pd.DataFrame({field: values, "n_poison": [11, 27], "asr": asr[key]})
+
+    monkeypatch.setattr(evaluation, "sweep", sweep)
+    runs, tables, fixed = evaluation.learned_vs_fixed(Experiment("learned"), [1, 100], [0.0002, 0.0005], "cpu")
+    assert list(tables) == [1, 100] and list(fixed.asr) == [0.30, 0.70]
+    assert list(tables[100]["ASR fixed initial"]) == [0.30, 0.70]
+    assert np.allclose(tables[100].gain, [0.30, 0.20]) and np.allclose(tables[1].gain, [0.01, -0.01])
+    assert tables[100]["largest change of a patch pixel"].max() > tables[1]["largest change of a patch pixel"].max()
+    assert (tables[100].trigger_lr_scale == 100).all() and len(runs[1]) == 2
