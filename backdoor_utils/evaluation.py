@@ -1,15 +1,15 @@
 """Detectors and defenses run over attacks, seeds and targets, and summarised for the reader.
 
 The orchestration above :mod:`backdoor_utils.scoring` (one attack result against one method,
-scored; the matrix's cached cells): runs over seeds and targets, where the true poisons went and
-why a detector missed, the stealth / poison grid, the whole matrix and its summary. Of the caches
-only the activation-clustering detections (:func:`detect_cached`, seconds each) are keyed on this
-module: a change here retrains no model and recomputes no matrix cell.
+scored; the cached detections and matrix cells): runs over seeds and targets, where the true
+poisons went and why a detector missed, the stealth / poison grid, the whole matrix and its
+summary. No cache is keyed on this module: a change here retrains no model and recomputes no
+detection and no matrix cell.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -21,57 +21,12 @@ from sklearn.metrics import roc_auc_score, silhouette_score
 from .defenses import NeuralCleanse, defender_data
 from .attacks.learned import pixel_change
 from .detectors import Detector
-from .detectors.activation_clustering import ActivationClustering, ClassClustering, Detection, Reclassification
+from .detectors.activation_clustering import Detection
 from .detectors.spectral_signatures import direction_scores
-from .experiments import (AttackResult, Experiment, cleanse, module_source, run_attack, sweep, train_cached,
-                          train_on_data_cached)
+from .experiments import AttackResult, Experiment, cleanse, run_attack, sweep, train_on_data_cached
 from .metrics import distortion
-from .scoring import defense_cell_cached, detect_and_score, training_set
+from .scoring import defense_cell_cached, detect_cached, training_set
 from .training import activations
-
-
-def _plain(value):
-    """A numpy scalar as the Python number it holds (cache entries load with ``weights_only``)."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def pack_detection(found: Detection, scores: dict) -> dict:
-    """An activation-clustering :class:`Detection` and its scores as tensors and plain values."""
-    reclassification = found.reclassification
-    return {"clusterings": [{"label": int(c.label), "index": torch.from_numpy(c.index),
-                             "projected": torch.from_numpy(c.projected), "assignments": torch.from_numpy(c.assignments),
-                             "k": int(c.k), "silhouette": float(c.silhouette),
-                             "silhouettes": {int(k): float(v) for k, v in c.silhouettes.items()}}
-                            for c in found.clusterings],
-            "flags": reclassification.flags, "source_classes": reclassification.source_classes,
-            "table": [{key: _plain(v) for key, v in row.items()} for row in reclassification.table],
-            "members": [torch.from_numpy(np.asarray(m)) for m in reclassification.members],
-            "scores": {key: _plain(v) for key, v in scores.items()}}
-
-
-def unpack_detection(payload: dict) -> tuple[Detection, dict]:
-    """The inverse of :func:`pack_detection`."""
-    clusterings = [ClassClustering(c["label"], c["index"].numpy(), c["projected"].numpy(), c["assignments"].numpy(),
-                                   c["k"], c["silhouette"], c["silhouettes"]) for c in payload["clusterings"]]
-    reclassification = Reclassification(payload["flags"], payload["table"], payload["source_classes"],
-                                        [m.numpy() for m in payload["members"]])
-    return Detection(clusterings, reclassification), payload["scores"]
-
-
-def detect_cached(result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto") -> tuple[Detection, dict]:
-    """:func:`~backdoor_utils.scoring.detect_and_score`, cached for activation clustering under the
-    attack's full spec, the detector's parameters, the seed and the source of every module the
-    detection runs, this one included (it packs the entry): a chapter that rereads the same
-    detection, or re-executes, recomputes nothing. Other detectors are run as they are."""
-    if not isinstance(detector, ActivationClustering):
-        return detect_and_score(result, detector, seed=seed, device=device)
-    spec = {"kind": "detection", **result.experiment.spec(), "detector": detector.name,
-            "detector_params": asdict(detector), "detection_seed": seed}
-    sources = result.experiment.sources() + ("scoring.py", "evaluation.py", "metrics.py", "detectors/base.py",
-                                             module_source(detector))
-    payload, _ = train_cached(spec, lambda: pack_detection(*detect_and_score(result, detector, seed=seed, device=device)),
-                              kind="detections", sources=tuple(dict.fromkeys(sources)), device=device)
-    return unpack_detection(payload)
 
 
 def where_the_poisons_went(found: Detection, truth: torch.Tensor) -> dict:

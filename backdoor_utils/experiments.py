@@ -150,6 +150,21 @@ def train_cached(spec: dict, train_fn, kind: str = "models", sources=CORE_SOURCE
     return payload, False
 
 
+def payload_digest(payload: dict) -> str:
+    """Hash of every tensor in a cache payload (a model's weights, a hook's learned trigger), in key order."""
+    digest = hashlib.sha256()
+
+    def add(name, value):
+        if isinstance(value, dict):
+            for key in sorted(value):
+                add(f"{name}/{key}", value[key])
+        elif isinstance(value, torch.Tensor):
+            digest.update(name.encode() + b"\0" + value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+
+    add("", payload)
+    return digest.hexdigest()[:20]
+
+
 def model_from_state(state: dict, device: str = "auto") -> SimpleCNN:
     model = SimpleCNN()
     model.load_state_dict(state)
@@ -166,7 +181,8 @@ def poisoned_training_set(exp: Experiment, splits: Splits) -> PoisonedDataset | 
 
 
 def run_attack(exp: Experiment, device: str = "auto") -> AttackResult:
-    """Poison, train (or load from the cache) and evaluate one experiment."""
+    """Poison, train (or load from the cache) and evaluate one experiment (its clean accuracy and
+    ASR on the test set are cached too)."""
     splits = load_splits(exp.n_train)
     method = exp.method
     poisoned = poisoned_training_set(exp, splits)
@@ -187,9 +203,16 @@ def run_attack(exp: Experiment, device: str = "auto") -> AttackResult:
         trigger = method.trained_trigger(payload["hook"], exp.seed)
         # the poisoned set as it stands at the end of training: the final trigger on the same samples
         poisoned = method.poison(splits.x_train, splits.y_train, exp.target_label, exp.poison_rate, exp.seed, trigger=trigger)
-    ca = clean_accuracy(model, splits.x_test, splits.y_test)
-    asr = None if trigger is None else attack_success_rate(model, splits.x_test, splits.y_test, trigger, exp.target_label)
-    return AttackResult(exp, model, trigger, poisoned, splits, ca, asr, from_cache)
+
+    def evaluate():
+        asr = None if trigger is None else attack_success_rate(model, splits.x_test, splits.y_test, trigger, exp.target_label)
+        return {"clean_acc": clean_accuracy(model, splits.x_test, splits.y_test), "asr": asr}
+
+    # cached beside the model, under the hash of what training produced and metrics.py: a chapter
+    # that reloads the model does not evaluate it again; an edit to the metrics re-evaluates only
+    scores, _ = train_cached({"kind": "attack_metrics", **exp.spec(), "trained": payload_digest(payload)}, evaluate,
+                             kind="attack_metrics", sources=exp.sources() + ("metrics.py",), device=device)
+    return AttackResult(exp, model, trigger, poisoned, splits, scores["clean_acc"], scores["asr"], from_cache)
 
 
 def retrain_without(result: AttackResult, remove: torch.Tensor, device: str = "auto") -> SimpleCNN:

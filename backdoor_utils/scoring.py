@@ -1,10 +1,10 @@
-"""Detectors and defenses run against one attack result and scored: what the attack x defense
-matrix caches, cell by cell.
+"""Detectors and defenses run against one attack result and scored: what the activation-clustering
+detections and the attack x defense matrix cache, entry by entry.
 
 It knows the true poison flags and the test trigger, and uses them only to *score* what a detector
-or defense decided without them. Every cached matrix cell is keyed on this module's source (with
-the attack's, the method's and the modules in :data:`CELL_SOURCES`), so the reader-side summaries
-in :mod:`backdoor_utils.evaluation` can change without recomputing a cell.
+or defense decided without them. Every cached detection and matrix cell is keyed on this module's
+source (with the attack's, the method's and the modules in :data:`CELL_SOURCES`), so the
+reader-side summaries in :mod:`backdoor_utils.evaluation` can change without recomputing one.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from .defenses import DefenderData, Measure
 from .detectors import Detector
-from .detectors.activation_clustering import Detection
+from .detectors.activation_clustering import ActivationClustering, ClassClustering, Detection, Reclassification
 from .detectors.strip import STRIP
 from .experiments import CORE_SOURCES, AttackResult, cleanse, module_source, train_cached, train_on_data_cached
 from .metrics import detection_scores
@@ -44,6 +44,49 @@ def detect_and_score(result: AttackResult, detector: Detector, seed: int = 0, de
     x, y, truth = training_set(result)
     found = detector.detect(result.model, x, y, seed=seed, device=device, train=_cached_reclassifier)
     return found, {**detection_scores(truth, found.flags), "flagged_fraction": float(found.flags.float().mean())}
+
+
+def _plain(value):
+    """A numpy scalar as the Python number it holds (cache entries load with ``weights_only``)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def pack_detection(found: Detection, scores: dict) -> dict:
+    """An activation-clustering :class:`Detection` and its scores as tensors and plain values."""
+    reclassification = found.reclassification
+    return {"clusterings": [{"label": int(c.label), "index": torch.from_numpy(c.index),
+                             "projected": torch.from_numpy(c.projected), "assignments": torch.from_numpy(c.assignments),
+                             "k": int(c.k), "silhouette": float(c.silhouette),
+                             "silhouettes": {int(k): float(v) for k, v in c.silhouettes.items()}}
+                            for c in found.clusterings],
+            "flags": reclassification.flags, "source_classes": reclassification.source_classes,
+            "table": [{key: _plain(v) for key, v in row.items()} for row in reclassification.table],
+            "members": [torch.from_numpy(np.asarray(m)) for m in reclassification.members],
+            "scores": {key: _plain(v) for key, v in scores.items()}}
+
+
+def unpack_detection(payload: dict) -> tuple[Detection, dict]:
+    """The inverse of :func:`pack_detection`."""
+    clusterings = [ClassClustering(c["label"], c["index"].numpy(), c["projected"].numpy(), c["assignments"].numpy(),
+                                   c["k"], c["silhouette"], c["silhouettes"]) for c in payload["clusterings"]]
+    reclassification = Reclassification(payload["flags"], payload["table"], payload["source_classes"],
+                                        [m.numpy() for m in payload["members"]])
+    return Detection(clusterings, reclassification), payload["scores"]
+
+
+def detect_cached(result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto") -> tuple[Detection, dict]:
+    """:func:`detect_and_score`, cached for activation clustering under the attack's full spec,
+    the detector's parameters, the seed and the source of every module the detection runs, this
+    one included (it packs the entry): a chapter that rereads the same detection, or re-executes,
+    recomputes nothing. Other detectors are run as they are."""
+    if not isinstance(detector, ActivationClustering):
+        return detect_and_score(result, detector, seed=seed, device=device)
+    spec = {"kind": "detection", **result.experiment.spec(), "detector": detector.name,
+            "detector_params": asdict(detector), "detection_seed": seed}
+    sources = result.experiment.sources() + ("scoring.py", "metrics.py", "detectors/base.py", module_source(detector))
+    payload, _ = train_cached(spec, lambda: pack_detection(*detect_and_score(result, detector, seed=seed, device=device)),
+                              kind="detections", sources=tuple(dict.fromkeys(sources)), device=device)
+    return unpack_detection(payload)
 
 
 @dataclass

@@ -44,6 +44,28 @@ def test_cache_miss_then_hit(tmp_path, monkeypatch):
     assert torch.equal(second["model"]["w"], torch.arange(3.0))
 
 
+def test_a_reloaded_model_keeps_its_measured_accuracy_and_asr_without_evaluating_again(tmp_path, monkeypatch):
+    from backdoor_utils import experiments
+
+    monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
+    exp = experiments.Experiment("patch", n_train=600, epochs=1, poison_rate=0.1, patch_size=3)
+    first = experiments.run_attack(exp, "cpu")
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("a cached model was evaluated again")
+
+    monkeypatch.setattr(experiments, "clean_accuracy", no_evaluation)
+    monkeypatch.setattr(experiments, "attack_success_rate", no_evaluation)
+    again = experiments.run_attack(exp, "cpu")
+    assert again.from_cache and (again.clean_acc, again.asr) == (first.clean_acc, first.asr)
+    # the scores are bound to the weights they were measured on: other weights, other entry
+    payload = {"model": {name: t.clone() for name, t in first.model.cpu().state_dict().items()}}
+    before = experiments.payload_digest(payload)
+    payload["model"]["classifier.bias"][3] += 1e-6
+    assert experiments.payload_digest(payload) != before
+    assert experiments.payload_digest({**payload, "hook": {"trigger_logits": torch.zeros(2)}}) != experiments.payload_digest(payload)
+
+
 def test_damaged_cache_entry_is_recomputed(tmp_path):
     path = tmp_path / "x.pt"
     path.write_bytes(b"garbage")

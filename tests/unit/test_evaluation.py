@@ -164,7 +164,7 @@ def _detection():
 
 def test_a_detection_survives_the_cache_as_it_was(tmp_path):
     from backdoor_utils.cache import load_cached, save_cached
-    from backdoor_utils.evaluation import pack_detection, unpack_detection
+    from backdoor_utils.scoring import pack_detection, unpack_detection
 
     found, scores = _detection()
     save_cached(tmp_path / "d.pt", pack_detection(found, scores), {})
@@ -185,7 +185,7 @@ def test_a_detection_survives_the_cache_as_it_was(tmp_path):
 def test_activation_clustering_detections_are_cached_per_attack_detector_and_seed(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
-    from backdoor_utils import cache, detectors, evaluation
+    from backdoor_utils import cache, detectors, scoring
     from backdoor_utils.experiments import Experiment
 
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
@@ -195,19 +195,19 @@ def test_activation_clustering_detections_are_cached_per_attack_detector_and_see
         computed.append((type(detector).__name__, seed))
         return _detection()
 
-    monkeypatch.setattr(evaluation, "detect_and_score", detect)
+    monkeypatch.setattr(scoring, "detect_and_score", detect)
     result = SimpleNamespace(experiment=Experiment("patch", n_train=1000, epochs=1))
     ac = detectors.get("activation_clustering")
-    found, scores = evaluation.detect_cached(result, ac, seed=0, device="cpu")
-    again, _ = evaluation.detect_cached(result, ac, seed=0, device="cpu")
+    found, scores = scoring.detect_cached(result, ac, seed=0, device="cpu")
+    again, _ = scoring.detect_cached(result, ac, seed=0, device="cpu")
     assert len(computed) == 1 and torch.equal(again.flags, found.flags)  # the second from the cache
-    evaluation.detect_cached(result, ac, seed=1, device="cpu")  # the seed is in the key
-    evaluation.detect_cached(result, detectors.get("activation_clustering", max_clusters=3), 0, "cpu")  # parameters
+    scoring.detect_cached(result, ac, seed=1, device="cpu")  # the seed is in the key
+    scoring.detect_cached(result, detectors.get("activation_clustering", max_clusters=3), 0, "cpu")  # parameters
     result.experiment = Experiment("patch", n_train=1000, epochs=1, poison_rate=0.02)
-    evaluation.detect_cached(result, ac, seed=0, device="cpu")  # and the attack
+    scoring.detect_cached(result, ac, seed=0, device="cpu")  # and the attack
     assert len(computed) == 4 and len(list((tmp_path / "detections").glob("*.pt"))) == 4
-    evaluation.detect_cached(result, detectors.get("spectral_signatures"), 0, "cpu")
-    evaluation.detect_cached(result, detectors.get("spectral_signatures"), 0, "cpu")
+    scoring.detect_cached(result, detectors.get("spectral_signatures"), 0, "cpu")
+    scoring.detect_cached(result, detectors.get("spectral_signatures"), 0, "cpu")
     assert computed[-2:] == [("SpectralSignatures", 0)] * 2  # other detectors run as they are
 
 
