@@ -242,19 +242,33 @@ class Splits:
     y_test: torch.Tensor
 
 
+_FLOATS: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _float_images(root: Path | str = DEFAULT_ROOT) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training and test images as floats, converted once per process; never handed out
+    (:func:`load_splits` returns copies, so no caller can change another's data)."""
+    key = str(Path(root).resolve())
+    if key not in _FLOATS:
+        mnist = load_mnist(root)
+        _FLOATS[key] = to_float(mnist.train_images), to_float(mnist.test_images)
+    return _FLOATS[key]
+
+
 def load_splits(n_train: int | None = None, root: Path | str = DEFAULT_ROOT) -> Splits:
     """Train / clean-validation / test split. The validation split (6,000 images, fixed seed) is
-    never trained on; ``n_train`` takes the first n of the remaining 54,000 (None = all)."""
+    never trained on; ``n_train`` takes the first n of the remaining 54,000 (None = all). Every
+    call returns tensors of its own."""
     mnist = load_mnist(root)
     order = torch.randperm(len(mnist.train_labels), generator=torch.Generator().manual_seed(VALIDATION_SEED))
     val_idx, train_idx = order[:VALIDATION_SIZE], order[VALIDATION_SIZE:]
     if n_train is not None:
         train_idx = train_idx[:n_train]
-    images = to_float(mnist.train_images)
+    images, test_images = _float_images(root)
     return Splits(
         images[train_idx], mnist.train_labels[train_idx],
         images[val_idx], mnist.train_labels[val_idx],
-        to_float(mnist.test_images), mnist.test_labels,
+        test_images.clone(), mnist.test_labels.clone(),
     )
 
 

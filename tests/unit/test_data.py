@@ -108,3 +108,19 @@ def test_splits_are_disjoint_and_sized(splits):
     train_hashes = {hash(t.numpy().tobytes()) for t in splits.x_train[:500]}
     val_hashes = {hash(t.numpy().tobytes()) for t in splits.x_val}
     assert len(train_hashes & val_hashes) <= 2  # MNIST has a handful of exact duplicates
+
+
+def test_every_load_of_the_splits_owns_its_tensors():
+    # the float images are converted once per process; a caller that changes its splits in place
+    # must not change what the next caller loads
+    import torch
+
+    first = data.load_splits(n_train=100)
+    expected = data.load_splits(n_train=100)
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        getattr(first, name).zero_()
+    again = data.load_splits(n_train=100)
+    mnist = data.load_mnist()
+    assert torch.equal(again.x_test, data.to_float(mnist.test_images)) and torch.equal(again.y_test, mnist.test_labels)
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        assert torch.equal(getattr(again, name), getattr(expected, name)), name
