@@ -98,7 +98,8 @@ def package_copy(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kind, sources, edited", [
     ("attack", "CORE", name) for name in ("data.py", "models.py", "training.py", "attacks/base.py", "experiments.py")
-] + [("neural_cleanse", "defenses/neural_cleanse.py", "defenses/neural_cleanse.py"), ("reclassifier", "detectors/activation_clustering.py", "detectors/activation_clustering.py")])
+] + [("neural_cleanse", "defenses/neural_cleanse.py", "defenses/neural_cleanse.py"), ("reclassifier", "detectors/activation_clustering.py", "detectors/activation_clustering.py"),
+      ("attack_metrics", "metrics.py", "metrics.py")])
 def test_cache_key_changes_with_every_source_that_shapes_the_result(package_copy, kind, sources, edited):
     from backdoor_utils import experiments
 
@@ -107,6 +108,21 @@ def test_cache_key_changes_with_every_source_that_shapes_the_result(package_copy
     with open(package_copy / edited, "a") as handle:
         handle.write("\n# an edit\n")
     assert cache.cache_key(experiments.model_spec({"kind": kind}, names)) != before
+
+
+def test_an_edit_to_the_metrics_evaluates_a_cached_model_again_without_retraining_it(package_copy, tmp_path, monkeypatch):
+    from backdoor_utils import experiments
+
+    monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
+    evaluated = []
+    measure = experiments.clean_accuracy
+    monkeypatch.setattr(experiments, "clean_accuracy", lambda *a, **k: evaluated.append(1) or measure(*a, **k))
+    exp = experiments.Experiment("none", n_train=300, epochs=1)
+    experiments.run_attack(exp, "cpu")
+    assert experiments.run_attack(exp, "cpu").from_cache and len(evaluated) == 1
+    with open(package_copy / "metrics.py", "a") as handle:
+        handle.write("\n# an edit\n")
+    assert experiments.run_attack(exp, "cpu").from_cache and len(evaluated) == 2
 
 
 def test_cache_key_changes_with_precision_device_and_torch_version(monkeypatch):
