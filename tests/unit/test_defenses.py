@@ -90,6 +90,32 @@ def test_a_class_that_never_reaches_the_rate_is_reported_as_such(planted):
     assert rev.reached is False and rev.steps_run == 1
 
 
+class _CountingModel(torch.nn.Module):
+    """Predicts label 0 for images whose first pixel is above 0.5; counts the images it sees."""
+
+    seen = 0
+
+    def forward(self, x):
+        self.seen += len(x)
+        hit = (x[:, 0, 0, 0] > 0.5).float()
+        return torch.stack([hit, 1 - hit], 1)
+
+
+def test_a_candidate_check_stops_once_the_rate_is_out_of_reach_and_answers_as_the_whole_pass():
+    from backdoor_utils.defenses.neural_cleanse import _attack_rate
+
+    x = torch.ones(2000, 1, 28, 28)
+    x[:500] = 0  # the first 500 images miss: the rate over all 2000 is 0.75
+    blank = torch.zeros(28, 28)
+    model = _CountingModel()
+    assert _attack_rate(model, x, blank, blank, 0) == 0.75 and model.seen == 2000
+    model.seen = 0
+    assert _attack_rate(model, x, blank, blank, 0, at_least=0.99) is None
+    assert model.seen < 1000  # the first batch already rules 0.99 out
+    assert _attack_rate(model, x, blank, blank, 0, at_least=0.75) == 0.75  # reached exactly
+    assert _attack_rate(model, x, blank, blank, 0, at_least=0.7501) is None
+
+
 def test_shared_conv_metrics_equal_the_full_evaluation_of_pruned_variants(planted, splits):
     model, trigger = planted["backdoored"], planted["trigger"]
     splits = SimpleNamespace(x_test=splits.x_test[:2000], y_test=splits.y_test[:2000], x_val=splits.x_val, y_val=splits.y_val)
