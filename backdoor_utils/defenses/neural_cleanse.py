@@ -41,19 +41,47 @@ def _from_tanh(raw: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _attack_rate(model, x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor, label: int,
-                 at_least: float = 0.0) -> float | None:
-    """Share of ``x`` that ``(1 - mask) x + mask pattern`` sends to ``label``, in batches of
-    ``EVAL_BATCH``. With ``at_least``, None as soon as that share can no longer be reached (the
-    remaining images could not lift it): a candidate that fails is rejected without seeing all of
-    ``x``, and the answer is the one the whole pass would give."""
-    hits = 0
-    for s in range(0, len(x), EVAL_BATCH):
-        xb = x[s : s + EVAL_BATCH]
-        hits += int((model((1 - mask) * xb + mask * pattern).argmax(1) == label).sum())
-        if (hits + len(x) - s - len(xb)) / max(len(x), 1) < at_least:
-            return None
-    return hits / max(len(x), 1)
+def _hits(model, x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor, label: int) -> torch.Tensor:
+    """Per image of ``x``: does ``(1 - mask) x + mask pattern`` go to ``label``? (batches of ``EVAL_BATCH``)"""
+    x = x.contiguous(memory_format=torch.channels_last)
+    return torch.cat([model((1 - mask) * x[s : s + EVAL_BATCH] + mask * pattern).argmax(1) == label
+                      for s in range(0, len(x), EVAL_BATCH)] or [torch.zeros(0, dtype=torch.bool, device=x.device)])
+
+
+def _attack_rate(model, x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor, label: int) -> float:
+    """Share of ``x`` that ``(1 - mask) x + mask pattern`` sends to ``label``."""
+    return int(_hits(model, x, mask, pattern, label).sum()) / max(len(x), 1)
+
+
+def _first_reaching(model, x: torch.Tensor, candidates, label: int, rate: float) -> tuple[int, float] | None:
+    """The first of ``candidates`` (``(mask, pattern)`` pairs) that sends at least ``rate`` of ``x``
+    to ``label``, as ``(position, its rate)``; None when none does.
+
+    The answer of a full pass per candidate, found with fewer images: a check stops as soon as the
+    images left could no longer lift the candidate to ``rate``, and every image a rejected
+    candidate missed is tried first on the next - the candidates of one class fail on much the
+    same hard images, so most are rejected after a few dozen of them."""
+    n = max(len(x), 1)
+
+    def out_of_reach(misses: int) -> bool:
+        return (n - misses) / n < rate
+
+    hard = torch.zeros(0, dtype=torch.long, device=x.device)  # images a rejected candidate missed
+    others = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    for position, (mask, pattern) in enumerate(candidates):
+        misses = int((~_hits(model, x[hard], mask, pattern, label)).sum())
+        missed = []
+        if not out_of_reach(misses):  # the hard images leave it a chance: the others, in batches
+            for chunk in torch.nonzero(others).flatten().split(EVAL_BATCH):
+                missed.append(chunk[~_hits(model, x[chunk], mask, pattern, label)])
+                misses += len(missed[-1])
+                if out_of_reach(misses):
+                    break
+        if not out_of_reach(misses):
+            return position, (n - misses) / n
+        hard = torch.cat([hard] + missed)
+        others[hard] = False
+    return None
 
 
 @dataclass
@@ -119,8 +147,7 @@ def reverse_engineer_triggers(
     successful step, trusting the running mean of a pass during which the mask was still moving;
     here every successful step's mask is a candidate, and the result is the smallest candidate
     that also sends ``target_rate`` of a fixed evaluation set (``n_eval`` other clean images) to
-    the label - checked from the smallest up, after the optimisation (a check stops as soon as
-    the candidate can no longer reach the rate: the same answer, measured 1.9x faster).
+    the label - checked from the smallest up, after the optimisation (see :func:`_first_reaching`).
 
     The classes are optimised side by side, each with its own mask, pattern, image order, cost and
     stop: one forward/backward pass carries a mini-batch for every class still running. Their
@@ -184,11 +211,11 @@ def reverse_engineer_triggers(
             p.requires_grad_(flag)
     out = []
     for i, (label, sched) in enumerate(zip(labels, schedules)):
-        for l1, mask, pattern in sorted(sched.candidates, key=lambda c: c[0]):
-            rate = _attack_rate(model, x_eval, mask.to(dev), pattern.to(dev), label, at_least=target_rate)
-            if rate is not None:
-                out.append(ReversedTrigger(label, mask, pattern, l1, rate, reached=True, steps_run=sched.steps_run))
-                break
+        candidates = sorted(sched.candidates, key=lambda c: c[0])
+        found = _first_reaching(model, x_eval, ((m.to(dev), p.to(dev)) for _, m, p in candidates), label, target_rate)
+        if found is not None:
+            l1, mask, pattern = candidates[found[0]]
+            out.append(ReversedTrigger(label, mask, pattern, l1, found[1], reached=True, steps_run=sched.steps_run))
         else:  # never reached the target rate: report the last mask, marked as such
             with torch.no_grad():
                 m, pat = _from_tanh(mask_raw[i]), _from_tanh(pattern_raw[i])

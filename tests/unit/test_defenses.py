@@ -101,19 +101,30 @@ class _CountingModel(torch.nn.Module):
         return torch.stack([hit, 1 - hit], 1)
 
 
-def test_a_candidate_check_stops_once_the_rate_is_out_of_reach_and_answers_as_the_whole_pass():
-    from backdoor_utils.defenses.neural_cleanse import _attack_rate
+def test_the_candidate_check_answers_as_full_passes_while_rejecting_on_the_hard_images_first():
+    from backdoor_utils.defenses.neural_cleanse import _attack_rate, _first_reaching
 
-    x = torch.ones(2000, 1, 28, 28)
-    x[:500] = 0  # the first 500 images miss: the rate over all 2000 is 0.75
-    blank = torch.zeros(28, 28)
+    # 2,000 images whose first pixel falls from 1 to 0; a candidate stamps that pixel with weight
+    # a, so it misses the last images - the same hard images for every candidate
+    x = torch.zeros(2000, 1, 28, 28)
+    x[:, 0, 0, 0] = torch.linspace(1, 0, 2000)
+    candidates = []
+    for a in (0.0, 0.3, 0.45, 0.49, 0.499):
+        mask, pattern = torch.zeros(28, 28), torch.zeros(28, 28)
+        mask[0, 0], pattern[0, 0] = a, 1.0
+        candidates.append((mask, pattern))
     model = _CountingModel()
-    assert _attack_rate(model, x, blank, blank, 0) == 0.75 and model.seen == 2000
+    full = [_attack_rate(model, x, m, p, 0) for m, p in candidates]
+    assert full == [0.5, 0.714, 0.909, 0.98, 0.998]  # the last is the first to reach 0.99
     model.seen = 0
-    assert _attack_rate(model, x, blank, blank, 0, at_least=0.99) is None
-    assert model.seen < 1000  # the first batch already rules 0.99 out
-    assert _attack_rate(model, x, blank, blank, 0, at_least=0.75) == 0.75  # reached exactly
-    assert _attack_rate(model, x, blank, blank, 0, at_least=0.7501) is None
+    assert _first_reaching(model, x, candidates, 0, 0.99) == (4, 0.998)
+    # full passes would see 5 x 2,000 images, checks that stop once out of reach 8,560; trying
+    # first the images earlier candidates missed rejects the fourth on 338 of them (6,922 in all)
+    assert model.seen < 8000
+    assert _first_reaching(model, x, candidates[:4], 0, 0.99) is None
+    model.seen = 0  # misses first: a check stops after the batch that puts the rate out of reach
+    assert _first_reaching(model, x.flip(0), candidates[:1], 0, 0.99) is None and model.seen == 512
+    assert _first_reaching(model, x, candidates, 0, 0.98) == (3, 0.98)  # reached exactly
 
 
 def test_shared_conv_metrics_equal_the_full_evaluation_of_pruned_variants(planted, splits):
