@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from torchvision.transforms.functional import gaussian_blur
 
 from ..checks import odd_kernel, positive
 from .base import Attack, register
@@ -23,6 +22,10 @@ class BlurTrigger:
     region: int | None = None
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
+        # imported here: torchvision costs seconds to import, and the command line's processes
+        # (``backdoor-book``, every Dask worker) import the attacks without blurring anything
+        from torchvision.transforms.functional import gaussian_blur
+
         if self.region is None:
             return gaussian_blur(x, [self.kernel_size] * 2, [self.sigma] * 2)
         out = x.clone()
