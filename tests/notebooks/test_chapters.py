@@ -28,7 +28,7 @@ EXTRA = {
     "03_blur_trigger": {"n_train": 6000, "epochs": 5},
     "04_learned_trigger": {"poison_rates": [0.005], "trigger_lr_scales": [1, 100]},
     "05_activation_clustering": {"attacks": ["patch"], "reclassify_epochs": 6, "robustness_runs": [[1, 3]]},
-    "06_fine_pruning": {"n_clean_finetune": 2000, "finetune_epochs": 3, "nc_steps": 60, "nc_samples": 160,
+    "06_fine_pruning": {"n_clean_finetune": 2000, "finetune_epochs": 3, "nc_steps": 45, "nc_samples": 160,
                         "nc_runs": []},
     "07_more_attacks": {"blend_alphas": [0.2], "sig_shares": [0.4], "sig_share": 0.4},
     "08_defense_matrix": {"attacks": ["patch"], "seeds": [0, 1], "ss_epsilon": 0.35, "strip_overlays": 20,
@@ -180,8 +180,9 @@ def test_activation_clustering_raises_no_false_alarm_and_reports_consistently(ch
 def test_fine_pruning_and_neural_cleanse_report_measured_values(chapter):
     v = chapter("06_fine_pruning")
     # measured at this scale (2026-11-26, AVX2 CPU, one torch thread as in make test): pruning stops
-    # at 39 channels; the true target has the largest anomaly index (1.96; clean model's largest
-    # 1.08) but below the threshold 2, so nothing is unlearned; full scale: make test-full
+    # at 39 channels; the true target has the largest anomaly index (1.97 with 45 steps, 1.96 with
+    # 60; clean model's largest 1.04) but below the threshold 2, so nothing is unlearned; full
+    # scale: make test-full. With 40 steps or 128 images the target's index falls (1.40, 1.21).
     assert v["asr_before"] > 0.9
     assert 16 <= v["n_pruned"] <= 60
     assert v["nc_target_anomaly_index"] == v["nc_anomaly_index"] > 1.0
