@@ -150,8 +150,10 @@ def train_cached(spec: dict, train_fn, kind: str = "models", sources=CORE_SOURCE
     return payload, False
 
 
-def payload_digest(payload: dict) -> str:
-    """Hash of every tensor in a cache payload (a model's weights, a hook's learned trigger), in key order."""
+def tensor_digest(*values) -> str:
+    """Hash of tensors - or of dicts of them, walked in key order (a model's weights and any hook
+    state) - for cache keys: the data a model was trained on, the flags it was retrained without,
+    the clean images a defense used, the weights training produced."""
     digest = hashlib.sha256()
 
     def add(name, value):
@@ -161,7 +163,8 @@ def payload_digest(payload: dict) -> str:
         elif isinstance(value, torch.Tensor):
             digest.update(name.encode() + b"\0" + value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
 
-    add("", payload)
+    for position, value in enumerate(values):
+        add(str(position), value)
     return digest.hexdigest()[:20]
 
 
@@ -210,7 +213,7 @@ def run_attack(exp: Experiment, device: str = "auto") -> AttackResult:
 
     # cached beside the model, under the hash of what training produced and metrics.py: a chapter
     # that reloads the model does not evaluate it again; an edit to the metrics re-evaluates only
-    scores, _ = train_cached({"kind": "attack_metrics", **exp.spec(), "trained": payload_digest(payload)}, evaluate,
+    scores, _ = train_cached({"kind": "attack_metrics", **exp.spec(), "trained": tensor_digest(payload)}, evaluate,
                              kind="attack_metrics", sources=exp.sources() + ("metrics.py",), device=device)
     return AttackResult(exp, model, trigger, poisoned, splits, scores["clean_acc"], scores["asr"], from_cache)
 
@@ -219,13 +222,11 @@ def retrain_without(result: AttackResult, remove: torch.Tensor, device: str = "a
     """Retrain from scratch on ``result``'s poisoned training set minus the samples flagged in ``remove``."""
     exp, poisoned = result.experiment, result.poisoned
     keep = ~remove
-    removed_hash = hashlib.sha256(remove.numpy().tobytes()).hexdigest()[:16]
-
     def train():
         model = train_model(poisoned.x[keep], poisoned.y[keep], exp.train_config(), device, desc="retrain")
         return {"model": model.cpu().state_dict()}
 
-    payload, _ = train_cached({"kind": "retrain", **exp.spec(), "removed": removed_hash}, train, sources=exp.sources(),
+    payload, _ = train_cached({"kind": "retrain", **exp.spec(), "removed": tensor_digest(remove)}, train, sources=exp.sources(),
                               device=device)
     return model_from_state(payload["model"], device)
 
@@ -253,9 +254,8 @@ def reversed_triggers(result: AttackResult, x_clean: torch.Tensor, **options):
     ``options`` are passed to :func:`backdoor_utils.defenses.neural_cleanse` and are part of the
     cache key, as are the clean images and the source of ``defenses.py``.
     """
-    x_hash = hashlib.sha256(x_clean.numpy().tobytes()).hexdigest()[:16]
     options = {"seed": result.experiment.seed, **options}
-    spec = {"kind": "neural_cleanse", **result.experiment.spec(), "options": options, "clean_data": x_hash}
+    spec = {"kind": "neural_cleanse", **result.experiment.spec(), "options": options, "clean_data": tensor_digest(x_clean)}
     payload, _ = train_cached(spec, lambda: pack_reversed(neural_cleanse(result.model, x_clean, **options)),
                               kind="neural_cleanse", sources=result.experiment.sources() + ("defenses/neural_cleanse.py",))
     return unpack_reversed(payload)
@@ -271,9 +271,7 @@ def cleanse(result: AttackResult, defense: NeuralCleanse, x_clean: torch.Tensor)
 def train_on_data_cached(x: torch.Tensor, y: torch.Tensor, config: TrainConfig, device: str = "auto", desc: str = "training",
                          sources=CORE_SOURCES) -> SimpleCNN:
     """:func:`train_model` on arbitrary data, cached under a hash of the data, the config and ``sources``."""
-    digest = hashlib.sha256(x.numpy().tobytes())
-    digest.update(y.numpy().tobytes())
-    spec = {"kind": "data", "data_hash": digest.hexdigest()[:20], **asdict(config)}
+    spec = {"kind": "data", "data_hash": tensor_digest(x, y), **asdict(config)}
     payload, _ = train_cached(spec, lambda: {"model": train_model(x, y, config, device, desc=desc).cpu().state_dict()},
                               sources=sources, device=device)
     return model_from_state(payload["model"], device)

@@ -60,10 +60,25 @@ def test_a_reloaded_model_keeps_its_measured_accuracy_and_asr_without_evaluating
     assert again.from_cache and (again.clean_acc, again.asr) == (first.clean_acc, first.asr)
     # the scores are bound to the weights they were measured on: other weights, other entry
     payload = {"model": {name: t.clone() for name, t in first.model.cpu().state_dict().items()}}
-    before = experiments.payload_digest(payload)
+    before = experiments.tensor_digest(payload)
     payload["model"]["classifier.bias"][3] += 1e-6
-    assert experiments.payload_digest(payload) != before
-    assert experiments.payload_digest({**payload, "hook": {"trigger_logits": torch.zeros(2)}}) != experiments.payload_digest(payload)
+    assert experiments.tensor_digest(payload) != before
+    assert experiments.tensor_digest({**payload, "hook": {"trigger_logits": torch.zeros(2)}}) != experiments.tensor_digest(payload)
+
+
+def test_a_tensor_digest_changes_with_any_value_and_with_the_order_of_its_tensors():
+    from backdoor_utils import experiments
+
+    # the key of a retraining (the flags it removed), of a model trained on given data (images,
+    # labels) and of a reversal (the clean images it used)
+    flags = torch.zeros(1000, dtype=torch.bool)
+    flipped = flags.clone()
+    flipped[999] = True
+    assert experiments.tensor_digest(flags) != experiments.tensor_digest(flipped)
+    x, y = torch.rand(8, 1, 28, 28), torch.arange(8)
+    assert experiments.tensor_digest(x[:4], x[4:]) != experiments.tensor_digest(x[:3], x[3:])  # same bytes
+    assert experiments.tensor_digest(x, y) == experiments.tensor_digest(x.clone(), y.clone())
+    assert experiments.tensor_digest(x.transpose(2, 3)) == experiments.tensor_digest(x.transpose(2, 3).contiguous())
 
 
 def test_damaged_cache_entry_is_recomputed(tmp_path):
