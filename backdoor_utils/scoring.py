@@ -74,6 +74,12 @@ def unpack_detection(payload: dict) -> tuple[Detection, dict]:
     return Detection(clusterings, reclassification), payload["scores"]
 
 
+#: Modules every cached detection depends on besides the attack's and the detector's own.
+DETECTION_SOURCES = ("scoring.py", "metrics.py", "detectors/base.py")
+#: Modules every matrix cell depends on besides the attack's and the defense's own.
+CELL_SOURCES = DETECTION_SOURCES + ("defenses/base.py",)
+
+
 def detect_cached(result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto") -> tuple[Detection, dict]:
     """:func:`detect_and_score`, cached for activation clustering under the attack's full spec,
     the detector's parameters, the seed and the source of every module the detection runs, this
@@ -83,7 +89,7 @@ def detect_cached(result: AttackResult, detector: Detector, seed: int = 0, devic
         return detect_and_score(result, detector, seed=seed, device=device)
     spec = {"kind": "detection", **result.experiment.spec(), "detector": detector.name,
             "detector_params": asdict(detector), "detection_seed": seed}
-    sources = result.experiment.sources() + ("scoring.py", "metrics.py", "detectors/base.py", module_source(detector))
+    sources = result.experiment.sources() + DETECTION_SOURCES + (module_source(detector),)
     payload, _ = train_cached(spec, lambda: pack_detection(*detect_and_score(result, detector, seed=seed, device=device)),
                               kind="detections", sources=tuple(dict.fromkeys(sources)), device=device)
     return unpack_detection(payload)
@@ -138,10 +144,6 @@ def defense_cell(result: AttackResult, name: str, method, defender: DefenderData
         model = method.repair(result.model, defender, seed, device).model
     after = Measure(defender, result.splits, result.trigger, result.experiment.target_label)(model)
     return {"value": after["asr"], "ca_cost_pp": 100 * (result.clean_acc - after["clean_acc"])}
-
-
-#: Modules every matrix cell depends on besides the attack's and the defense's own.
-CELL_SOURCES = ("scoring.py", "metrics.py", "detectors/base.py", "defenses/base.py")
 
 
 def defense_cell_cached(result: AttackResult, name: str, method, defender: DefenderData, n_tune: int,
