@@ -222,6 +222,7 @@ def retrain_without(result: AttackResult, remove: torch.Tensor, device: str = "a
     """Retrain from scratch on ``result``'s poisoned training set minus the samples flagged in ``remove``."""
     exp, poisoned = result.experiment, result.poisoned
     keep = ~remove
+
     def train():
         model = train_model(poisoned.x[keep], poisoned.y[keep], exp.train_config(), device, desc="retrain")
         return {"model": model.cpu().state_dict()}
@@ -252,7 +253,7 @@ def reversed_triggers(result: AttackResult, x_clean: torch.Tensor, **options):
     """Neural Cleanse's reversed trigger for every class of ``result``'s model (cached).
 
     ``options`` are passed to :func:`backdoor_utils.defenses.neural_cleanse` and are part of the
-    cache key, as are the clean images and the source of ``defenses.py``.
+    cache key, as are the clean images and the source of ``defenses/neural_cleanse.py``.
     """
     options = {"seed": result.experiment.seed, **options}
     spec = {"kind": "neural_cleanse", **result.experiment.spec(), "options": options, "clean_data": tensor_digest(x_clean)}
