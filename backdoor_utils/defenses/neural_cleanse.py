@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..checks import integer, positive
 from ..models import SimpleCNN
-from ..training import EVAL_BATCH, TrainConfig, train_model
+from ..training import EVAL_BATCH, TrainConfig, predict, train_model
 from .base import DefenderData, Defense, Repair, register
 
 
@@ -40,12 +40,10 @@ def _from_tanh(raw: torch.Tensor) -> torch.Tensor:
     return torch.tanh(raw) / 2 + 0.5
 
 
-@torch.no_grad()
 def _hits(model, x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor, label: int) -> torch.Tensor:
-    """Per image of ``x``: does ``(1 - mask) x + mask pattern`` go to ``label``? (batches of ``EVAL_BATCH``)"""
-    x = x.contiguous(memory_format=torch.channels_last)
-    return torch.cat([model((1 - mask) * x[s : s + EVAL_BATCH] + mask * pattern).argmax(1) == label
-                      for s in range(0, len(x), EVAL_BATCH)] or [torch.zeros(0, dtype=torch.bool, device=x.device)])
+    """Per image of ``x`` (on the CPU): does ``(1 - mask) x + mask pattern`` go to ``label``?"""
+    with torch.no_grad():
+        return predict(model, (1 - mask) * x + mask * pattern) == label
 
 
 def _attack_rate(model, x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor, label: int) -> float:
@@ -66,8 +64,8 @@ def _first_reaching(model, x: torch.Tensor, candidates, label: int, rate: float)
     def out_of_reach(misses: int) -> bool:
         return (n - misses) / n < rate
 
-    hard = torch.zeros(0, dtype=torch.long, device=x.device)  # images a rejected candidate missed
-    others = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    hard = torch.zeros(0, dtype=torch.long)  # images a rejected candidate missed
+    others = torch.ones(len(x), dtype=torch.bool)
     for position, (mask, pattern) in enumerate(candidates):
         misses = int((~_hits(model, x[hard], mask, pattern, label)).sum())
         missed = []

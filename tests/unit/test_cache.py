@@ -66,7 +66,7 @@ def test_a_reloaded_model_keeps_its_measured_accuracy_and_asr_without_evaluating
     assert experiments.tensor_digest({**payload, "hook": {"trigger_logits": torch.zeros(2)}}) != experiments.tensor_digest(payload)
 
 
-def test_a_tensor_digest_changes_with_any_value_and_with_the_order_of_its_tensors():
+def test_a_tensor_digest_changes_with_any_value_and_with_where_one_tensor_ends():
     from backdoor_utils import experiments
 
     # the key of a retraining (the flags it removed), of a model trained on given data (images,

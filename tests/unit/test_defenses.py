@@ -97,6 +97,10 @@ class _CountingModel(torch.nn.Module):
 
     seen = 0
 
+    def __init__(self):
+        super().__init__()
+        self.device_marker = torch.nn.Parameter(torch.zeros(1))  # where predict() sends the images
+
     def forward(self, x):
         self.seen += len(x)
         hit = (x[:, 0, 0, 0] > 0.5).float()
@@ -105,6 +109,7 @@ class _CountingModel(torch.nn.Module):
 
 def test_the_candidate_check_answers_as_full_passes_while_rejecting_on_the_hard_images_first():
     from backdoor_utils.defenses.neural_cleanse import _attack_rate, _first_reaching
+    from backdoor_utils.training import EVAL_BATCH
 
     # 2,000 images whose first pixel falls from 1 to 0; a candidate stamps that pixel with weight
     # a, so it misses the last images - the same hard images for every candidate
@@ -125,7 +130,7 @@ def test_the_candidate_check_answers_as_full_passes_while_rejecting_on_the_hard_
     assert model.seen < 8000
     assert _first_reaching(model, x, candidates[:4], 0, 0.99) is None
     model.seen = 0  # misses first: a check stops after the batch that puts the rate out of reach
-    assert _first_reaching(model, x.flip(0), candidates[:1], 0, 0.99) is None and model.seen == 512
+    assert _first_reaching(model, x.flip(0), candidates[:1], 0, 0.99) is None and model.seen == EVAL_BATCH
     assert _first_reaching(model, x, candidates, 0, 0.98) == (3, 0.98)  # reached exactly
 
 
