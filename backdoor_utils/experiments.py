@@ -6,6 +6,7 @@ configuration and gets the cached one; run alone, it trains it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 from dataclasses import asdict, dataclass, fields
@@ -270,9 +271,19 @@ def cleanse(result: AttackResult, defense: NeuralCleanse, x_clean: torch.Tensor)
 
 
 def train_on_data_cached(x: torch.Tensor, y: torch.Tensor, config: TrainConfig, device: str = "auto", desc: str = "training",
-                         sources=CORE_SOURCES) -> SimpleCNN:
-    """:func:`train_model` on arbitrary data, cached under a hash of the data, the config and ``sources``."""
+                         sources=CORE_SOURCES, model: SimpleCNN | None = None) -> SimpleCNN:
+    """:func:`train_model` on arbitrary data, cached under a hash of the data, the config and ``sources``.
+
+    With ``model``, training goes on from a copy of its weights and buffers (``model`` itself is
+    not changed), and their hash is in the key too: a fine-tune is cached like a model from scratch.
+    """
     spec = {"kind": "data", "data_hash": tensor_digest(x, y), **asdict(config)}
-    payload, _ = train_cached(spec, lambda: {"model": train_model(x, y, config, device, desc=desc).cpu().state_dict()},
-                              sources=sources, device=device)
+    if model is not None:
+        spec["start"] = tensor_digest(model.state_dict())
+
+    def train():
+        start = None if model is None else copy.deepcopy(model)
+        return {"model": train_model(x, y, config, device, model=start, desc=desc).cpu().state_dict()}
+
+    payload, _ = train_cached(spec, train, sources=sources, device=device)
     return model_from_state(payload["model"], device)

@@ -20,7 +20,8 @@ from .defenses import DefenderData, Measure
 from .detectors import Detector
 from .detectors.activation_clustering import ActivationClustering, ClassClustering, Detection, Reclassification
 from .detectors.strip import STRIP
-from .experiments import CORE_SOURCES, AttackResult, cleanse, module_source, train_cached, train_on_data_cached
+from .experiments import (CORE_SOURCES, AttackResult, cleanse, module_source, tensor_digest, train_cached,
+                          train_on_data_cached)
 from .metrics import detection_scores
 
 
@@ -124,6 +125,20 @@ def screen_inputs(result: AttackResult, strip: STRIP, defender: DefenderData, n_
     auroc = float(roc_auc_score(truth, -np.r_[h_clean.numpy(), h_trig.numpy()]))  # low entropy = triggered
     return Screening(h_clean, h_trig, threshold, float((h_clean < threshold).float().mean()),
                      float((h_trig >= threshold).float().mean()), auroc)
+
+
+def screen_inputs_cached(result: AttackResult, strip: STRIP, defender: DefenderData, n_inputs: int = 1000,
+                         seed: int = 0, device: str = "auto") -> Screening:
+    """:func:`screen_inputs`, cached under the attack's full spec, STRIP's parameters, a hash of
+    the defender's images, ``n_inputs``, the seed and the source of every module the screening
+    runs: a chapter that re-executes screens nothing again."""
+    spec = {"kind": "screening", **result.experiment.spec(), "detector": strip.name, "detector_params": asdict(strip),
+            "defender_images": tensor_digest(defender.x_select, defender.x_tune), "n_inputs": n_inputs,
+            "screening_seed": seed}
+    sources = result.experiment.sources() + DETECTION_SOURCES + (module_source(strip),)
+    payload, _ = train_cached(spec, lambda: asdict(screen_inputs(result, strip, defender, n_inputs, seed)),
+                              kind="screenings", sources=tuple(dict.fromkeys(sources)), device=device)
+    return Screening(**payload)
 
 
 def defense_cell(result: AttackResult, name: str, method, defender: DefenderData, seed: int = 0,

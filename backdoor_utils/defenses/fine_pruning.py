@@ -54,10 +54,13 @@ def choose_prune_count(val_accuracies: list[float], max_val_drop: float) -> int:
     return len(val_accuracies) - 1
 
 
-def fine_tune(model: SimpleCNN, data: DefenderData, epochs: int = 5, max_lr: float = 1e-3, seed: int = 0, device: str = "auto") -> SimpleCNN:
-    """Fine-tune a copy of ``model`` on the defender's clean tuning images (pruned channels stay pruned)."""
-    return train_model(data.x_tune, data.y_tune, TrainConfig(epochs=epochs, max_lr=max_lr, seed=seed),
-                       device, model=copy.deepcopy(model), desc="fine-tuning")
+def fine_tune(model: SimpleCNN, data: DefenderData, epochs: int = 5, max_lr: float = 1e-3, seed: int = 0, device: str = "auto",
+              train=train_model) -> SimpleCNN:
+    """Fine-tune a copy of ``model`` on the defender's clean tuning images (pruned channels stay
+    pruned). ``train`` trains it: :func:`~backdoor_utils.training.train_model`, or anything called
+    the same way (:func:`~backdoor_utils.experiments.train_on_data_cached` caches the result)."""
+    return train(data.x_tune, data.y_tune, TrainConfig(epochs=epochs, max_lr=max_lr, seed=seed),
+                 device, model=copy.deepcopy(model), desc="fine-tuning")
 
 
 def fc_pruned(model: SimpleCNN, amount: float) -> SimpleCNN:

@@ -295,15 +295,16 @@ def cleanse_report(triggers: list, threshold: float = 2.0) -> CleanseReport:
 
 
 def unlearn(model: SimpleCNN, data: DefenderData, reversed_trigger: ReversedTrigger, fraction: float = 0.2,
-            epochs: int = 5, max_lr: float = 1e-3, seed: int = 0, device: str = "auto") -> SimpleCNN:
+            epochs: int = 5, max_lr: float = 1e-3, seed: int = 0, device: str = "auto", train=train_model) -> SimpleCNN:
     """Neural Cleanse's unlearning: fine-tune on clean tuning images, ``fraction`` of them stamped
-    with the reversed trigger but keeping their true labels."""
+    with the reversed trigger but keeping their true labels. ``train`` trains the copy of ``model``
+    (as in :func:`~backdoor_utils.defenses.fine_tune`)."""
     g = torch.Generator().manual_seed(seed)
     stamp = torch.rand(len(data.y_tune), generator=g) < fraction
     x = data.x_tune.clone()
     x[stamp] = reversed_trigger.apply(x[stamp])
-    return train_model(x, data.y_tune, TrainConfig(epochs=epochs, max_lr=max_lr, seed=seed), device,
-                       model=copy.deepcopy(model), desc="unlearning")
+    return train(x, data.y_tune, TrainConfig(epochs=epochs, max_lr=max_lr, seed=seed), device,
+                 model=copy.deepcopy(model), desc="unlearning")
 
 
 def neural_cleanse(model: SimpleCNN, x_clean: torch.Tensor, seed: int = 0, **options) -> list[ReversedTrigger]:
@@ -349,10 +350,12 @@ class NeuralCleanse(Defense):
         return cleanse_report(reverse(model, x_clean, **options), self.anomaly_threshold)
 
     def unlearn_flagged(self, model: SimpleCNN, report: CleanseReport, defender: DefenderData, seed: int = 0,
-                        device: str = "auto") -> SimpleCNN:
-        """``model`` after unlearning every class ``report`` flagged, in turn (unchanged when none)."""
+                        device: str = "auto", train=train_model) -> SimpleCNN:
+        """``model`` after unlearning every class ``report`` flagged, in turn (unchanged when none);
+        ``train`` as in :func:`unlearn`."""
         for label in report.flagged:
-            model = unlearn(model, defender, report.triggers[label], epochs=self.unlearn_epochs, seed=seed, device=device)
+            model = unlearn(model, defender, report.triggers[label], epochs=self.unlearn_epochs, seed=seed, device=device,
+                            train=train)
         return model
 
     def repair(self, model: SimpleCNN, defender: DefenderData, seed: int = 0, device: str = "auto",

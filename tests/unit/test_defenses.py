@@ -151,6 +151,42 @@ def test_shared_conv_metrics_equal_the_full_evaluation_of_pruned_variants(plante
         shared(tuned)
 
 
+def _same_weights(a, b) -> bool:
+    first, second = a.state_dict(), b.state_dict()
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_a_cached_fine_tune_is_the_fine_tune_and_is_keyed_on_the_starting_weights(planted, splits, tmp_path, monkeypatch):
+    from backdoor_utils import cache, experiments
+
+    monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
+    trained = []
+    real = experiments.train_model
+    monkeypatch.setattr(experiments, "train_model", lambda *a, **k: trained.append(k["desc"]) or real(*a, **k))
+    model = planted["backdoored"]
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    defender = defenses.DefenderData(splits.x_val[:300], splits.y_val[:300], splits.x_val[-300:], splits.y_val[-300:])
+    pruned = defenses.pruned(model, defenses.channel_ranking(model, defender.x_tune)[:20])
+    tune = dict(epochs=1, seed=0, device="cpu")
+    cached = defenses.fine_tune(pruned, defender, **tune, train=experiments.train_on_data_cached)
+    assert _same_weights(cached, defenses.fine_tune(pruned, defender, **tune))  # what training gives
+    again = defenses.fine_tune(pruned, defender, **tune, train=experiments.train_on_data_cached)
+    assert trained == ["fine-tuning"] and _same_weights(again, cached)  # the second from the cache
+    assert again.channel_mask.sum() == 44  # pruned channels stay pruned through the cache
+    unpruned = defenses.fine_tune(model, defender, **tune, train=experiments.train_on_data_cached)
+    assert len(trained) == 2 and not _same_weights(unpruned, cached)  # the starting weights are in the key
+    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())  # the start is not changed
+    nc = defenses.get("neural_cleanse", unlearn_epochs=1)
+    flagged = defenses.cleanse_report(_reversed([1.0] + [50.0 + c for c in range(9)], [True] * 10))
+    corner = torch.zeros(28, 28)
+    corner[-4:, -4:] = 1
+    flagged.triggers[0].mask = flagged.triggers[0].pattern = corner  # a white corner (a blank trigger stamps nothing)
+    unlearned = nc.unlearn_flagged(model, flagged, defender, device="cpu", train=experiments.train_on_data_cached)
+    assert _same_weights(unlearned, nc.unlearn_flagged(model, flagged, defender, device="cpu"))
+    nc.unlearn_flagged(model, flagged, defender, device="cpu", train=experiments.train_on_data_cached)
+    assert trained == ["fine-tuning", "fine-tuning", "unlearning"]
+
+
 def test_classes_optimised_side_by_side_match_one_at_a_time(planted):
     # each class has its own mask, pattern, image order and cost: optimising them in one batch
     # gives what optimising each alone gives

@@ -152,6 +152,41 @@ def test_matrix_cells_are_cached_per_attack_defense_parameters_and_seed(monkeypa
     assert len(list((tmp_path / "matrix_cells").glob("*.pt"))) == 4
 
 
+def test_strip_screenings_are_cached_per_attack_parameters_defender_images_and_seed(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from backdoor_utils import cache, detectors, scoring
+    from backdoor_utils.experiments import Experiment
+
+    monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
+    computed = []
+
+    def screen(result, strip, defender, n_inputs, seed):
+        computed.append(seed)
+        return scoring.Screening(torch.tensor([2.5, 3.0]), torch.tensor([0.25]), 0.5, 0.0, 1.0, 0.75)
+
+    monkeypatch.setattr(scoring, "screen_inputs", screen)
+    result = SimpleNamespace(experiment=Experiment("patch", n_train=1000, epochs=1))
+    defender = SimpleNamespace(x_select=torch.zeros(4, 1, 28, 28), x_tune=torch.ones(4, 1, 28, 28))
+    strip = detectors.get("strip", n_overlays=10)
+
+    def run(method=strip, n_inputs=100, seed=0):
+        return scoring.screen_inputs_cached(result, method, defender, n_inputs, seed, "cpu")
+
+    first, again = run(), run()
+    assert len(computed) == 1  # the second from the cache, as it was
+    assert torch.equal(again.clean_entropy, torch.tensor([2.5, 3.0])) and torch.equal(again.triggered_entropy, torch.tensor([0.25]))
+    assert (again.threshold, again.frr, again.far, again.auroc) == (first.threshold, 0.0, 1.0, 0.75)
+    run(method=detectors.get("strip", n_overlays=20))  # STRIP's parameters are in the key
+    run(n_inputs=200)  # so are the number of inputs
+    run(seed=1)  # the seed
+    defender.x_tune = torch.full((4, 1, 28, 28), 0.5)  # the defender's images
+    run()
+    result.experiment = Experiment("patch", n_train=1000, epochs=1, poison_rate=0.02)  # and the attack
+    run()
+    assert len(computed) == 6 and len(list((tmp_path / "screenings").glob("*.pt"))) == 6
+
+
 def _detection():
     three = ClassClustering(3, np.arange(6), np.linspace(0, 1, 12).reshape(6, 2), np.array([0, 0, 1, 1, 1, 2], np.int32),
                             3, 0.21, {2: 0.18, 3: 0.21})
