@@ -79,19 +79,20 @@ def ca_change(drop_pp: float, reference: str = "the clean model") -> str:
 
 def learning_pays(lead: str, gains, moved, threshold: float = 0.05) -> str:
     """Chapter 04's verdict on a learned trigger against the same trigger frozen at its start:
-    ``gains`` are its ASR minus the frozen one's (one per poison rate), ``moved`` the largest change
-    of a trigger pixel. "pays" when some gain reaches ``threshold``; else how close the two are -
-    never "at most -0.0003 above"."""
+    ``gains`` are its ASR minus the frozen one's (one per scarce poison rate compared), ``moved`` the
+    largest change of a trigger pixel in those runs (not in the chapter's run at the full rate).
+    "pays" when some gain reaches ``threshold``; else how close the two are - never "at most
+    -0.0003 above"."""
     gains = [float(g) for g in gains]
     if not gains or any(g != g for g in gains):
         return f"{lead}, the learned and the fixed patch were not compared."
     best = max(gains)
     if best >= threshold:
-        return (f"{lead}, learning the patch pays: its ASR is up to {best:.4f} above the fixed patch's "
-                f"(training moved its pixels by up to {moved:.3f}).")
-    return (f"{lead}, learning the patch brings no measurable gain: its ASR is within "
-            f"{max(abs(g) for g in gains):.4f} of the fixed patch's at every rate (the book counts "
-            f"{threshold:g} as a gain), and training moved its pixels by at most {moved:.3f}.")
+        return (f"{lead}, learning the patch pays where poison is scarce: its ASR is up to {best:.4f} above the "
+                f"fixed patch's (training moved its pixels there by up to {moved:.3f}).")
+    return (f"{lead}, learning the patch brings no measurable gain where poison is scarce: its ASR is within "
+            f"{max(abs(g) for g in gains):.4f} of the fixed patch's at every rate compared (the book counts "
+            f"{threshold:g} as a gain), and training moved its pixels there by at most {moved:.3f}.")
 
 
 def adaptive_verdict(scores: dict, threshold: float = 0.2) -> str:
