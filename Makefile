@@ -45,7 +45,10 @@ book: setup
 	  echo "backdoor_utils changed: dropping cached notebook executions and the saved pages"; \
 	  rm -rf _build/.jupyter_cache _build/.doctrees; \
 	  mkdir -p _build && echo $(PKG_HASH) > _build/.pkg-hash; fi
-	$(BIN)/jupyter-book build . -W --keep-going
+	@log="$${BACKDOOR_ARTIFACTS:-artifacts}/computed.log"; mkdir -p "$$(dirname "$$log")" && touch "$$log"; \
+	  echo "every model, detection and matrix cell computed is logged as it finishes (time, seconds, entry) in $$log:"; \
+	  tail -n 0 -f "$$log" & follow=$$!; \
+	  $(BIN)/jupyter-book build . -W --keep-going; status=$$?; kill $$follow; exit $$status
 
 pdf: book browser-tools
 	$(BIN)/python -m backdoor_utils.site pdf

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +54,47 @@ def cache_path(kind: str, spec: dict, root: Path | str | None = None) -> Path:
     return Path(root or ARTIFACTS) / kind / f"{cache_key(spec)}.pt"
 
 
+#: The file beside the cache's folders where every computed entry gets a line (see :func:`save_cached`).
+LOG_NAME = "computed.log"
+#: When each entry now being computed was found missing (monotonic seconds), by path: the
+#: computation's time is from there to :func:`save_cached`.
+_missing_since: dict[Path, float] = {}
+
+
 def load_cached(path: Path) -> dict | None:
     """Load a cache entry with ``weights_only=True``; None when absent or unreadable."""
-    if not path.exists():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return None  # a damaged entry is recomputed, not trusted
+    path = Path(path)
+    if path.exists():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            pass  # a damaged entry is recomputed, not trusted
+    _missing_since[path] = time.monotonic()
+    return None
+
+
+def describe(spec: dict) -> str:
+    """A cache entry in a few words: its kind, then the attack, poison rate and seed it belongs to
+    and the detector or defense it ran, where the spec has them."""
+    words = [str(spec.get("kind", "entry"))]
+    for key in ("attack", "poison_rate", "seed", "detector", "defense", "cell_seed", "epochs"):
+        if spec.get(key) is not None:
+            words.append(str(spec[key]) if key in ("attack", "detector", "defense") else f"{key} {spec[key]}")
+    return " ".join(words)
 
 
 def save_cached(path: Path, payload: dict, spec: dict) -> None:
+    """Store an entry and its spec, then append a line to ``computed.log`` in the cache's root:
+    when, how long the computation took (from the miss :func:`load_cached` saw), which entry. A long
+    build can be followed there (``make book`` prints it as it grows) and timed afterwards."""
+    path = Path(path)
     atomic_torch_save(payload, path)
     atomic_write_text(path.with_suffix(".json"), json.dumps(spec, indent=2, sort_keys=True, default=str))
+    started = _missing_since.pop(path, None)
+    took = "-" if started is None else f"{time.monotonic() - started:.1f} s"
+    line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}\t{took}\t{path.parent.name}/{path.stem}\t{describe(spec)}\n"
+    try:
+        with open(path.parent.parent / LOG_NAME, "a") as log:  # one short append: whole lines even
+            log.write(line)  # when several processes (Dask workers) compute at once
+    except OSError:
+        pass  # the log is a courtesy: an unwritable one never costs a computed entry

@@ -44,6 +44,44 @@ def test_cache_miss_then_hit(tmp_path, monkeypatch):
     assert torch.equal(second["model"]["w"], torch.arange(3.0))
 
 
+def test_every_computed_entry_gets_a_line_in_the_log_with_its_time_and_a_loaded_one_none(tmp_path, monkeypatch):
+    import time
+
+    from backdoor_utils import experiments
+
+    monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
+    spec = {"kind": "attack", "attack": "patch", "poison_rate": 0.01, "seed": 3}
+
+    def train():
+        time.sleep(0.3)
+        return {"model": {"w": torch.arange(3.0)}}
+
+    def lines():
+        return (tmp_path / cache.LOG_NAME).read_text().splitlines()
+
+    def seconds(line):
+        return float(line.split("\t")[1].removesuffix(" s"))
+
+    experiments.train_cached(spec, train)
+    when, _, entry, what = lines()[0].split("\t")
+    assert 0.3 <= seconds(lines()[0]) < 30 and time.strptime(when, "%Y-%m-%d %H:%M:%S")
+    path = tmp_path / entry.replace("/", os.sep, 1)
+    assert path.with_suffix(".pt").exists() and what == "attack patch poison_rate 0.01 seed 3"
+    experiments.train_cached(spec, train)  # loaded: nothing computed, nothing logged
+    assert len(lines()) == 1
+    path.with_suffix(".pt").write_bytes(b"damaged")  # recomputed, so logged again
+    experiments.train_cached(spec, train)
+    assert len(lines()) == 2 and lines()[1].split("\t")[2] == entry and 0.3 <= seconds(lines()[1]) < 30
+
+
+def test_an_unwritable_log_costs_no_computed_entry(tmp_path):
+    (tmp_path / cache.LOG_NAME).mkdir()  # a folder where the log should be: appending fails
+    path = tmp_path / "models" / "x.pt"
+    assert cache.load_cached(path) is None
+    cache.save_cached(path, {"w": torch.ones(2)}, {"kind": "test"})
+    assert torch.equal(cache.load_cached(path)["w"], torch.ones(2))
+
+
 def test_a_reloaded_model_keeps_its_measured_accuracy_and_asr_without_evaluating_again(tmp_path, monkeypatch):
     from backdoor_utils import experiments
 
