@@ -46,7 +46,7 @@ book: setup
 	  rm -rf _build/.jupyter_cache _build/.doctrees; \
 	  mkdir -p _build && echo $(PKG_HASH) > _build/.pkg-hash; fi
 	@log="$${BACKDOOR_ARTIFACTS:-artifacts}/computed.log"; mkdir -p "$$(dirname "$$log")" && touch "$$log"; \
-	  echo "every model, detection and matrix cell computed is logged as it finishes (time, seconds, entry) in $$log:"; \
+	  echo "every cache entry computed (model, fine-tune, detection, screening, trigger reversal, matrix cell) is logged as it finishes (time, seconds, entry) in $$log:"; \
 	  tail -n 0 -f "$$log" & follow=$$!; \
 	  $(BIN)/jupyter-book build . -W --keep-going; status=$$?; kill $$follow; exit $$status
 
