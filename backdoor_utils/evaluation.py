@@ -263,6 +263,18 @@ MATRIX_NAMES = {
 }
 
 
+def matrix_label(defense: str) -> str:
+    """A matrix column's heading in a figure: the defense's name and, below it, its metric."""
+    return f"{MATRIX_NAMES[defense]}\n({MATRIX_METRICS[defense][0]})"
+
+
+def mean_sd_texts(mean: pd.DataFrame, spread: pd.DataFrame, fmt: str = ".2f") -> pd.DataFrame:
+    """Each cell of :func:`matrix_summary` as the reader sees it, "mean ± sd"; a no-break space
+    after the "±", so a narrow table column breaks only before it, never between it and the spread."""
+    show = f"{{:{fmt}}}".format
+    return mean.map(show) + " ±\u00a0" + spread.map(show)
+
+
 def defense_matrix(experiments: dict, seeds, methods: dict, device: str = "auto", n_tune: int = 5000,
                    strip_inputs: int = 1000) -> pd.DataFrame:
     """Every attack (``{name: Experiment}``) at every seed against every defense (``{name: method}``,

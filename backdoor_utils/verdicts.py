@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .evaluation import MATRIX_METRICS, MATRIX_NAMES, matrix_summary
+from .evaluation import MATRIX_METRICS, MATRIX_NAMES, matrix_summary, mean_sd_texts
 
 #: What a defender needs from each defense's main metric: a detector that finds at least 90% of the
 #: poisons (F1 or recall >= 0.9), an input filter that lets at most 5% of triggered inputs through
@@ -81,13 +81,10 @@ class MatrixVerdict:
         """Each cell as the reader sees it: "mean ± sd" over the seeds judged (a narrow table column
         breaks it only before the "±", never between "±" and the spread), the mean alone when one
         seed was judged (it has no spread), ``blank`` where nothing was judged."""
-        def text(attack, defense):
-            m, sd = self.mean.loc[attack, defense], self.spread.loc[attack, defense]
-            if m != m:
-                return blank
-            return f"{m:.2f} ±\u00a0{sd:.2f}" if self.n_seeds[attack] > 1 else f"{m:.2f}"
-        return pd.DataFrame({d: [text(a, d) for a in self.mean.index] for d in self.mean.columns},
-                            index=self.mean.index)
+        texts = mean_sd_texts(self.mean, self.spread)
+        one_seed = self.n_seeds.reindex(self.mean.index) == 1
+        texts.loc[one_seed] = self.mean.loc[one_seed].map("{:.2f}".format)
+        return texts.mask(self.mean.isna(), blank)
 
     def best_defense(self) -> tuple[str, int]:
         """The defense that meets the need against the most attacks, and against how many."""

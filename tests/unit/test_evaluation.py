@@ -121,6 +121,21 @@ def test_matrix_summary_gives_mean_spread_and_a_defender_score_oriented_per_metr
     assert score.loc["sig", "spectral_signatures"] == pytest.approx(0.2)  # recall: higher is better
 
 
+def test_matrix_cells_read_as_mean_and_spread_with_the_plus_minus_kept_beside_the_spread():
+    import pandas as pd
+
+    from backdoor_utils.evaluation import matrix_label, mean_sd_texts
+
+    mean = pd.DataFrame({"strip": [0.0123, 0.5]}, index=["patch", "sig"])
+    spread = pd.DataFrame({"strip": [0.0016, 0.25]}, index=["patch", "sig"])
+    texts = mean_sd_texts(mean, spread)
+    assert texts.loc["patch", "strip"] == "0.01 \u00b1\u00a00.00"  # a narrow column breaks before the "±" only
+    assert mean_sd_texts(mean, spread, ".4f").loc["sig", "strip"] == "0.5000 \u00b1\u00a00.2500"
+    assert list(texts.index) == ["patch", "sig"] and list(texts.columns) == ["strip"]
+    assert matrix_label("strip") == "STRIP\n(FAR)"
+    assert matrix_label("neural_cleanse") == "Neural Cleanse\n+ unlearning\n(ASR after)"
+
+
 def test_matrix_cells_are_cached_per_attack_defense_parameters_and_seed(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
