@@ -263,6 +263,11 @@ MATRIX_NAMES = {
 }
 
 
+def display_name(defense: str) -> str:
+    """The defense's name on one line ("fine-\\npruning" -> "fine-pruning")."""
+    return MATRIX_NAMES[defense].replace("-\n", "-").replace("\n", " ")
+
+
 def matrix_label(defense: str) -> str:
     """A matrix column's heading in a figure: the defense's name and, below it, its metric."""
     return f"{MATRIX_NAMES[defense]}\n({MATRIX_METRICS[defense][0]})"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .evaluation import MATRIX_METRICS, MATRIX_NAMES, matrix_summary, mean_sd_texts
+from .evaluation import MATRIX_METRICS, display_name, matrix_summary, mean_sd_texts
 
 #: What a defender needs from each defense's main metric: a detector that finds at least 90% of the
 #: poisons (F1 or recall >= 0.9), an input filter that lets at most 5% of triggered inputs through
@@ -42,11 +42,6 @@ def meets_need(defense: str, value: float, needs: dict = DEFENDER_NEEDS) -> bool
     """Whether a cell's value is what a defender needs (the metric's direction from MATRIX_METRICS)."""
     higher_is_better = MATRIX_METRICS[defense][1]
     return bool(value >= needs[defense]) if higher_is_better else bool(value <= needs[defense])
-
-
-def display_name(defense: str) -> str:
-    """The defense's name on one line ("fine-\\npruning" -> "fine-pruning")."""
-    return MATRIX_NAMES[defense].replace("-\n", "-").replace("\n", " ")
 
 
 @dataclass

@@ -124,7 +124,7 @@ def test_matrix_summary_gives_mean_spread_and_a_defender_score_oriented_per_metr
 def test_matrix_cells_read_as_mean_and_spread_with_the_plus_minus_kept_beside_the_spread():
     import pandas as pd
 
-    from backdoor_utils.evaluation import matrix_label, mean_sd_texts
+    from backdoor_utils.evaluation import mean_sd_texts
 
     mean = pd.DataFrame({"strip": [0.0123, 0.5]}, index=["patch", "sig"])
     spread = pd.DataFrame({"strip": [0.0016, 0.25]}, index=["patch", "sig"])
@@ -132,8 +132,15 @@ def test_matrix_cells_read_as_mean_and_spread_with_the_plus_minus_kept_beside_th
     assert texts.loc["patch", "strip"] == "0.01 \u00b1\u00a00.00"  # a narrow column breaks before the "±" only
     assert mean_sd_texts(mean, spread, ".4f").loc["sig", "strip"] == "0.5000 \u00b1\u00a00.2500"
     assert list(texts.index) == ["patch", "sig"] and list(texts.columns) == ["strip"]
+
+
+def test_a_matrix_column_is_named_for_the_reader_with_its_metric_in_figures_and_on_one_line_in_prose():
+    from backdoor_utils.evaluation import display_name, matrix_label
+
     assert matrix_label("strip") == "STRIP\n(FAR)"
     assert matrix_label("neural_cleanse") == "Neural Cleanse\n+ unlearning\n(ASR after)"
+    assert display_name("fine_pruning") == "fine-pruning"
+    assert display_name("neural_cleanse") == "Neural Cleanse + unlearning"
 
 
 def test_matrix_cells_are_cached_per_attack_defense_parameters_and_seed(monkeypatch, tmp_path):
