@@ -98,6 +98,20 @@ def _banner_cell(notebook: Path, params: dict):
     return cell
 
 
+def _socket_file_config(directory: Path):
+    """Kernel-manager settings for a kernel that listens on socket files in ``directory`` (ZeroMQ's
+    ipc transport) instead of TCP ports. jupyter_client picks TCP ports that are free when it looks,
+    and another process starting at the same moment (the other pytest worker's kernel, a Dask
+    worker) can bind one before the kernel does: the kernel then dies at start with "Address already
+    in use" (nteract/papermill#511). Files in a directory of the kernel's own cannot be taken.
+    Unix only: on Windows the kernel keeps TCP."""
+    from traitlets.config import Config
+
+    if os.name != "posix":
+        return Config()
+    return Config({"KernelManager": {"transport": "ipc", "connection_file": str(directory / "kernel.json")}})
+
+
 def execute(notebook: Path, params: dict, output: Path, kernel: str = "python3") -> dict:
     """Execute ``notebook`` with ``params`` into ``output`` (written atomically); return its glued values."""
     import nbformat
@@ -106,8 +120,10 @@ def execute(notebook: Path, params: dict, output: Path, kernel: str = "python3")
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.stem}.partial.ipynb")
     try:
-        papermill.execute_notebook(str(notebook), str(tmp), parameters=params, kernel_name=kernel,
-                                   progress_bar=False, cwd=str(notebook.parent))
+        with tempfile.TemporaryDirectory(prefix="bk-kernel-") as sockets:
+            papermill.execute_notebook(str(notebook), str(tmp), parameters=params, kernel_name=kernel,
+                                       progress_bar=False, cwd=str(notebook.parent),
+                                       config=_socket_file_config(Path(sockets)))
     except Exception:
         if tmp.exists():  # keep the failed notebook for inspection, next to where it would be
             os.replace(tmp, output.with_name(f"{output.stem}.failed.ipynb"))

@@ -1,6 +1,9 @@
 """The run/sweep command on a tiny stand-in chapter (fast: no training)."""
 
 import csv
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -93,3 +96,37 @@ def test_sweep_validates_the_whole_grid_first(tiny_notebook, tmp_path):
     code = cli.main(["sweep", str(tiny_notebook), "-g", "poison_rate", "0.1,2.0", "--runs-dir", str(tmp_path), "--name", "bad"])
     assert code == 2
     assert not (tmp_path / "bad").exists()
+
+
+def _kernel_reporting_notebook(path):
+    """A notebook that glues its parameter and how its kernel's sockets are reached."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell("seed = 0")
+    params.metadata["tags"] = ["parameters"]
+    report = (
+        "import json\nfrom ipykernel.connect import get_connection_info\nfrom myst_nb import glue\n"
+        "info = json.loads(get_connection_info())\n"
+        "glue('seed', seed, display=False)\n"
+        "glue('transport', info['transport'], display=False)\n"
+        "glue('shell', f\"{info['ip']}-{info['shell_port']}\", display=False)"
+    )
+    nb.cells = [params, nbformat.v4.new_code_cell(report)]
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.mark.skipif(os.name != "posix", reason="socket files are a Unix transport")
+def test_kernels_started_side_by_side_each_get_sockets_no_other_process_can_take(tmp_path):
+    # TCP ports picked free by jupyter_client can be bound by another process before the kernel binds
+    # them ("Address already in use": the kernel dies at start; seen once in make test, where two
+    # xdist workers and the Dask test start processes at the same moments). A kernel of ours listens
+    # on socket files in a directory of its own instead - here four at once, from one directory.
+    notebook = _kernel_reporting_notebook(tmp_path / "report.ipynb")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        runs = list(pool.map(lambda s: cli.execute(notebook, {"seed": s}, tmp_path / f"out{s}.ipynb"), range(4)))
+    assert [run["seed"] for run in runs] == list(range(4))  # each run answered by its own kernel
+    assert {run["transport"] for run in runs} == {"ipc"}
+    sockets = {run["shell"] for run in runs}
+    assert len(sockets) == 4 and not any(tmp_path in Path(s).parents for s in sockets)  # not in the shared cwd
+    assert not any(Path(s).exists() or Path(s).parent.exists() for s in sockets)  # cleaned up
