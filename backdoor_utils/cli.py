@@ -104,10 +104,12 @@ def _socket_file_config(directory: Path):
     and another process starting at the same moment (the other pytest worker's kernel, a Dask
     worker) can bind one before the kernel does: the kernel then dies at start with "Address already
     in use" (nteract/papermill#511). Files in a directory of the kernel's own cannot be taken.
-    Unix only: on Windows the kernel keeps TCP."""
+    Unix only, and only where the socket paths fit the system's limit (107 bytes on Linux; a long
+    TMPDIR can exceed it): otherwise the kernel keeps TCP."""
+    import zmq
     from traitlets.config import Config
 
-    if os.name != "posix":
+    if os.name != "posix" or len(os.fsencode(directory / "kernel-ipc-99")) > zmq.IPC_PATH_MAX_LEN:
         return Config()
     return Config({"KernelManager": {"transport": "ipc", "connection_file": str(directory / "kernel.json")}})
 

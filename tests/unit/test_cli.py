@@ -130,3 +130,8 @@ def test_kernels_started_side_by_side_each_get_sockets_no_other_process_can_take
     sockets = {run["shell"] for run in runs}
     assert len(sockets) == 4 and not any(tmp_path in Path(s).parents for s in sockets)  # not in the shared cwd
     assert not any(Path(s).exists() or Path(s).parent.exists() for s in sockets)  # cleaned up
+
+
+def test_a_socket_path_too_long_for_the_system_leaves_the_kernel_on_tcp():
+    assert cli._socket_file_config(Path("/tmp/bk-kernel-x"))["KernelManager"]["transport"] == "ipc"
+    assert "KernelManager" not in cli._socket_file_config(Path("/tmp") / ("d" * 120))  # bind would fail
