@@ -291,3 +291,14 @@ def test_adaptive_blend_stamps_partial_weak_keys_on_poisons_and_on_correctly_lab
     assert trigger.alpha == 0.2 and torch.equal(trigger.key(), BlendedTrigger().key())
     again = attack.poison(x, y, target_label=0, poison_rate=0.02, seed=0)
     assert torch.equal(again.x, poisoned.x)  # seeded
+
+
+@pytest.mark.parametrize("name", attacks.names())
+def test_every_attacks_trigger_leaves_a_valid_image(name):
+    # a triggered image is an image: pixels stay in [0, 1] even on white and black digits
+    # (an additive trigger such as SIG's sinusoid must saturate, not overflow)
+    x = torch.cat([torch.ones(2, 1, 28, 28), torch.zeros(2, 1, 28, 28),
+                   torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))])
+    out = attacks.get(name).trigger(seed=0).apply(x).detach()
+    assert out.shape == x.shape
+    assert float(out.min()) >= -1e-6 and float(out.max()) <= 1 + 1e-6  # blurs and warps: 1 ulp

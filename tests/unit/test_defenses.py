@@ -151,6 +151,64 @@ def test_shared_conv_metrics_equal_the_full_evaluation_of_pruned_variants(plante
         shared(tuned)
 
 
+def test_fine_pruning_ranks_channels_from_least_to_most_active_on_clean_images():
+    # a last conv layer with zero weights outputs its bias everywhere: channel c's mean clean
+    # activation is relu(bias[c]), so the ranking is known - dormant (negative-bias) channels first
+    from backdoor_utils.models import SimpleCNN
+
+    model = SimpleCNN()
+    bias = torch.linspace(-0.3, 0.6, 64)[torch.randperm(64, generator=torch.Generator().manual_seed(0))]
+    with torch.no_grad():
+        model.conv2.weight.zero_()
+        model.conv2.bias.copy_(bias)
+    x = torch.rand(32, 1, 28, 28)
+    assert torch.allclose(defenses.mean_channel_activation(model, x), bias.clamp_min(0), atol=1e-6)
+    ranking = defenses.channel_ranking(model, x)
+    active = bias > 0
+    assert set(ranking[: int((~active).sum())].tolist()) == set(torch.nonzero(~active).flatten().tolist())
+    assert torch.equal(ranking[int((~active).sum()) :], torch.argsort(bias)[int((~active).sum()) :])
+    assert torch.equal(defenses.pruned(model, ranking[:5]).channel_mask == 0, torch.isin(torch.arange(64), ranking[:5]))
+
+
+def test_unlearning_stamps_a_share_of_the_defenders_images_and_keeps_every_true_label():
+    g = torch.Generator().manual_seed(0)
+    data = defenses.DefenderData(torch.rand(2000, 1, 28, 28, generator=g), torch.randint(0, 10, (2000,), generator=g),
+                                 torch.rand(10, 1, 28, 28), torch.zeros(10, dtype=torch.long))
+    mask = torch.zeros(28, 28)
+    mask[-4:-1, -4:-1] = 1.0
+    reversed_trigger = defenses.ReversedTrigger(label=0, mask=mask, pattern=torch.ones(28, 28), l1=9.0, attack_rate=1.0)
+    seen = {}
+
+    def train(x, y, config, device, model=None, desc=""):
+        seen.update(x=x, y=y)
+        return model
+
+    defenses.unlearn(SimpleNamespace(), data, reversed_trigger, fraction=0.2, train=train)
+    assert torch.equal(seen["y"], data.y_tune)  # the stamped images keep their true labels
+    stamped = (seen["x"] != data.x_tune).flatten(1).any(1)
+    assert 0.17 < float(stamped.float().mean()) < 0.23
+    assert torch.equal(seen["x"][stamped], reversed_trigger.apply(data.x_tune[stamped]))
+
+
+def test_the_defender_tunes_and_selects_on_disjoint_parts_of_the_clean_validation_split_only():
+    # every image carries its origin in its pixels: split code 1 / 2 / 3, then its index
+    def images(code, n):
+        return torch.stack([torch.full((1, 28, 28), code + i / 10_000) for i in range(n)])
+
+    splits = SimpleNamespace(x_train=images(1, 3000), y_train=torch.zeros(3000, dtype=torch.long),
+                             x_val=images(2, 600), y_val=torch.arange(600) % 10,
+                             x_test=images(3, 1000), y_test=torch.arange(1000) % 10)
+    defender = defenses.defender_data(splits, n_tune=400, n_select=150)
+    tune, select = defender.x_tune[:, 0, 0, 0], defender.x_select[:, 0, 0, 0]
+    assert len(tune) == 400 and len(select) == 150
+    assert ((tune >= 2) & (tune < 3)).all() and ((select >= 2) & (select < 3)).all()  # validation images only
+    assert not set(tune.tolist()) & set(select.tolist())  # never the same image for both
+    index = ((torch.cat([tune, select]) - 2) * 10_000).round().long()
+    assert torch.equal(torch.cat([defender.y_tune, defender.y_select]), splits.y_val[index])  # labels follow
+    with pytest.raises(ValueError, match="n_clean_finetune"):
+        defenses.defender_data(splits, n_tune=500, n_select=150)
+
+
 def _same_weights(a, b) -> bool:
     first, second = a.state_dict(), b.state_dict()
     return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)

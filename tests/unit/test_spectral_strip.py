@@ -97,10 +97,25 @@ def test_strip_threshold_sets_the_false_rejection_rate_and_flags_triggered_input
     assert float(clean.flags.float().mean()) < 0.15  # about frr on fresh clean inputs
 
 
-def test_strip_blends_saturate_and_draw_overlays_per_input_seeded():
+def test_strip_draws_overlays_per_input_seeded_and_needs_enough_of_them():
     strip = STRIP(n_overlays=5)
     picks = strip.overlays(torch.zeros(10, 1, 28, 28), 3, seed=4)
     assert picks.shape == (3, 5) and torch.equal(picks, strip.overlays(torch.zeros(10, 1, 28, 28), 3, seed=4))
     assert not torch.equal(picks[0], picks[1])
     with pytest.raises(ValueError, match="n_overlays"):
         STRIP(n_overlays=50).overlays(torch.zeros(10, 1, 28, 28), 1)
+
+
+def test_strip_entropy_is_the_mean_entropy_of_each_inputs_own_saturated_blends():
+    # by hand: input i blended (pixel sum, saturated at 1) with the n overlays drawn for input i
+    g = torch.Generator().manual_seed(1)
+    pool, x = torch.rand(50, 1, 28, 28, generator=g), torch.rand(6, 1, 28, 28, generator=g)
+    strip, model = STRIP(n_overlays=4), PatchOrPixels()
+    picks = strip.overlays(pool, len(x), seed=3)
+    expected = []
+    for i in range(len(x)):
+        blends = (x[i] + pool[picks[i]]).clamp(0.0, 1.0)
+        with torch.no_grad():
+            p = model(blends).double().softmax(1).clamp_min(1e-12)
+        expected.append(float(-(p * p.log2()).sum(1).mean()))
+    assert strip.entropy(model, x, pool, seed=3).tolist() == pytest.approx(expected, rel=1e-4, abs=1e-5)
