@@ -13,7 +13,7 @@ PKG_HASH := $(shell find backdoor_utils -name '*.py' | LC_ALL=C sort | xargs cat
 export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
 export TQDM_DISABLE := 1
 
-.PHONY: setup data test test-full book pdf browser-check browser-tools format bench clean
+.PHONY: setup data test test-full mutants book pdf browser-check browser-tools format bench clean
 
 setup: $(STAMP) data/MNIST/raw/.verified
 
@@ -35,6 +35,11 @@ test: setup browser-tools
 test-full: setup
 	$(BIN)/python -m pytest -m full --durations=20 tests
 	$(BIN)/python -m pytest --nbval-lax notebooks
+
+# Break one method at a time (an attack, a detector, a defense, the scoring) in a copy of the
+# package and check that its unit tests fail; about 12 minutes, not part of `make test`.
+mutants: setup
+	$(BIN)/python -m tests.mutants
 
 # Sphinx re-reads only the pages whose source changed, so the saved environment (.doctrees) goes
 # with the cache: every chapter is read, hence executed, again. The hash is recorded as soon as

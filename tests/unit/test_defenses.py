@@ -190,6 +190,20 @@ def test_unlearning_stamps_a_share_of_the_defenders_images_and_keeps_every_true_
     assert torch.equal(seen["x"][stamped], reversed_trigger.apply(data.x_tune[stamped]))
 
 
+def test_fine_tuning_trains_on_the_defenders_tuning_images_never_its_selection_images():
+    g = torch.Generator().manual_seed(0)
+    data = defenses.DefenderData(torch.rand(40, 1, 28, 28, generator=g), torch.randint(0, 10, (40,), generator=g),
+                                 torch.rand(10, 1, 28, 28, generator=g), torch.randint(0, 10, (10,), generator=g))
+    seen = {}
+
+    def train(x, y, config, device, model=None, desc=""):
+        seen.update(x=x, y=y, epochs=config.epochs)
+        return model
+
+    defenses.fine_tune(SimpleNamespace(), data, epochs=3, train=train)
+    assert torch.equal(seen["x"], data.x_tune) and torch.equal(seen["y"], data.y_tune) and seen["epochs"] == 3
+
+
 def test_the_defender_tunes_and_selects_on_disjoint_parts_of_the_clean_validation_split_only():
     # every image carries its origin in its pixels: split code 1 / 2 / 3, then its index
     def images(code, n):

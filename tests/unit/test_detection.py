@@ -57,6 +57,26 @@ def test_exclusionary_reclassification_flags_relabelled_cluster_only(splits):
     assert (restored[ones] != 0).all() and (restored[ones] == 1).float().mean() >= 0.9
 
 
+def test_the_reclassifier_is_trained_without_any_candidate_cluster():
+    # exclusionary: the model that judges a candidate never saw it (else it would learn its label)
+    from backdoor_utils.models import SimpleCNN
+
+    x = torch.arange(300, dtype=torch.float32).view(300, 1, 1, 1).expand(300, 1, 28, 28) / 300  # row i: value i/300
+    y = torch.arange(300) % 2
+    zeros = (y == 0).nonzero().flatten()
+    assign = (torch.arange(len(zeros)) < 20).long().numpy()  # the first 20 zeros: a small cluster
+    fake = [detection.ClassClustering(0, zeros.numpy(), np.zeros((len(zeros), 2)), assign, 2, 0.9)]
+    seen = {}
+
+    def train(xs, ys, config, device):
+        seen.update(rows=set((xs[:, 0, 0, 0] * 300).round().long().tolist()), labels=ys)
+        return SimpleCNN()
+
+    detection.exclusionary_reclassification(fake, x, y, train=train)
+    candidates = set(zeros[:20].tolist())
+    assert seen["rows"] == set(range(300)) - candidates and len(seen["labels"]) == 280
+
+
 def test_no_label_is_ever_suspected_whole_even_when_every_cluster_is_small():
     # four equal clusters in one label: each holds 25% <= 35%, yet the largest must stay
     rng = np.random.default_rng(2)

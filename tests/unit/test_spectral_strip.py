@@ -10,7 +10,8 @@ from backdoor_utils.detectors.strip import STRIP
 
 
 class Features(nn.Module):
-    """Penultimate representations = the first 32 pixels of the image (known to the test)."""
+    """Penultimate representations = the first 32 pixels of the image (known to the test); the conv
+    layers see other pixels, where the poisons carry no signature."""
 
     def __init__(self):
         super().__init__()
@@ -19,7 +20,10 @@ class Features(nn.Module):
     def penultimate_activations(self, x):
         return x.flatten(1)[:, :32]
 
-    last_conv_activations = conv_features = penultimate_activations
+    def conv_features(self, x):
+        return x.flatten(1)[:, 32:64].reshape(len(x), 2, 4, 4)
+
+    last_conv_activations = conv_features
 
 
 def _label_with_poisons(n_clean=900, n_poison=90, seed=0):

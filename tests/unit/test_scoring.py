@@ -1,0 +1,117 @@
+"""What the reader is told is scored honestly: detections against the true poison flags, STRIP on
+non-target triggered test inputs with a threshold from the defender's own clean images, each
+matrix cell with its defense's own metric, a retraining without exactly the flagged images."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from backdoor_utils import cache, experiments, scoring
+from backdoor_utils.experiments import Experiment
+from backdoor_utils.models import SimpleCNN
+
+TARGET = 0
+
+
+def _coded(n, first):
+    """``n`` images whose pixel (0, 0) carries a value of our choosing and (0, 1) the image's index."""
+    x = torch.zeros(n, 1, 28, 28)
+    x[:, 0, 0, 0] = first
+    x[:, 0, 0, 1] = torch.arange(n) / 10_000
+    return x
+
+
+class _EntropyIsPixelZero:
+    """A STRIP stand-in: an input's entropy is its pixel (0, 0); records what it was given."""
+
+    def __init__(self):
+        self.calls = {}
+
+    def threshold(self, model, x_clean, x_pool, seed=0):
+        self.calls["threshold"] = (x_clean, x_pool)
+        return 0.5
+
+    def entropy(self, model, x, x_pool, seed=0):
+        self.calls.setdefault("entropy", []).append(x_pool)
+        return x[:, 0, 0, 0].clone()
+
+
+class _Trigger:
+    """Sends an image's pixel (0, 0) - its stand-in entropy - to 0.9 (passes STRIP) when its pixel
+    (0, 2) is bright, else to 0.1 (rejected)."""
+
+    def apply(self, x):
+        out = x.clone()
+        out[:, 0, 0, 0] = torch.where(x[:, 0, 0, 2] > 0.5, 0.9, 0.1)
+        return out
+
+
+def test_strip_is_scored_on_non_target_test_inputs_with_a_threshold_from_the_defenders_own_images():
+    y_test = torch.arange(100) % 10
+    x_test = _coded(100, torch.where(torch.arange(100) < 30, 0.2, 0.8))  # 30 clean inputs fall below 0.5
+    x_test[:, 0, 0, 2] = ((torch.arange(100) % 4 == 0) | (y_test == TARGET)).float()  # target images all bright
+    result = SimpleNamespace(model=None, trigger=_Trigger(), experiment=SimpleNamespace(target_label=TARGET),
+                             splits=SimpleNamespace(x_test=x_test, y_test=y_test))
+    defender = SimpleNamespace(x_tune=_coded(20, 0.3), x_select=_coded(10, 0.4))
+    strip = _EntropyIsPixelZero()
+    screening = scoring.screen_inputs(result, strip, defender, n_inputs=100)
+    x_clean, x_pool = strip.calls["threshold"]
+    assert torch.equal(x_clean, defender.x_select) and torch.equal(x_pool, defender.x_tune)  # never test images
+    assert all(torch.equal(pool, defender.x_tune) for pool in strip.calls["entropy"])
+    assert screening.threshold == 0.5 and screening.frr == pytest.approx(0.30)
+    non_target = y_test != TARGET
+    expected_far = float(((torch.arange(100) % 4 == 0) & non_target).sum() / non_target.sum())
+    assert screening.far == pytest.approx(expected_far)  # accepted = at or above the threshold
+    assert len(screening.triggered_entropy) == int(non_target.sum())
+
+
+def test_a_detection_is_scored_against_the_true_poison_flags_not_the_labels():
+    # genuine target-class images carry the target label too: only the poison flags say what a
+    # detector should have found
+    y = torch.tensor([0, 0, 0, 0, 1, 2, 3, 0])
+    is_poison = torch.tensor([False, False, True, True, False, False, False, True])
+    result = SimpleNamespace(model=None, experiment=SimpleNamespace(target_label=0),
+                             poisoned=SimpleNamespace(x=torch.zeros(8, 1, 28, 28), y=y, is_poison=is_poison))
+    detector = SimpleNamespace(detect=lambda model, x, y, **kw: SimpleNamespace(flags=is_poison.clone()))
+    _, scores = scoring.detect_and_score(result, detector)
+    assert (scores["precision"], scores["recall"], scores["f1"]) == (1.0, 1.0, 1.0)
+    assert scores["n_poison"] == 3 and scores["flagged_fraction"] == pytest.approx(3 / 8)
+
+
+def test_a_matrix_cell_reports_each_defenses_own_metric(monkeypatch):
+    scores = {"precision": 0.25, "recall": 0.75, "f1": 0.375}
+    monkeypatch.setattr(scoring, "detect_and_score", lambda *a, **k: (None, scores))
+    monkeypatch.setattr(scoring, "screen_inputs", lambda *a, **k: scoring.Screening(None, None, 0.5, 0.02, 0.125, 0.9))
+    cell = scoring.defense_cell
+    assert cell(None, "activation_clustering", None, None)["value"] == 0.375  # F1
+    assert cell(None, "spectral_signatures", None, None)["value"] == 0.75  # recall
+    assert cell(None, "strip", None, None) == {"value": 0.125, "auroc": 0.9, "frr": 0.02}  # FAR
+
+
+def test_retraining_without_flagged_images_trains_on_all_the_others(monkeypatch, tmp_path):
+    monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
+    seen = {}
+
+    def train_model(x, y, config, device, desc=""):
+        seen.update(x=x, y=y)
+        return SimpleCNN()
+
+    monkeypatch.setattr(experiments, "train_model", train_model)
+    x, y = _coded(50, 0.5), torch.arange(50) % 10
+    remove = torch.zeros(50, dtype=torch.bool)
+    remove[[3, 17, 18, 40]] = True
+    result = SimpleNamespace(experiment=Experiment("patch", n_train=50, epochs=1), poisoned=SimpleNamespace(x=x, y=y))
+    experiments.retrain_without(result, remove, "cpu")
+    assert torch.equal(seen["x"], x[~remove]) and torch.equal(seen["y"], y[~remove])
+
+
+def test_an_attacks_clean_accuracy_and_asr_are_measured_on_the_test_set(monkeypatch, tmp_path):
+    from backdoor_utils.metrics import attack_success_rate, clean_accuracy
+
+    monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
+    result = experiments.run_attack(Experiment("patch", n_train=600, epochs=1, poison_rate=0.05), "cpu")
+    splits = result.splits
+    assert result.clean_acc == clean_accuracy(result.model, splits.x_test, splits.y_test)
+    assert result.clean_acc != clean_accuracy(result.model, splits.x_val, splits.y_val)  # would the mistake show?
+    assert result.asr == attack_success_rate(result.model, splits.x_test, splits.y_test, result.trigger, 0)
