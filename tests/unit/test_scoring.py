@@ -107,11 +107,13 @@ def test_retraining_without_flagged_images_trains_on_all_the_others(monkeypatch,
 
 
 def test_an_attacks_clean_accuracy_and_asr_are_measured_on_the_test_set(monkeypatch, tmp_path):
-    from backdoor_utils.metrics import attack_success_rate, clean_accuracy
-
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
-    result = experiments.run_attack(Experiment("patch", n_train=600, epochs=1, poison_rate=0.05), "cpu")
-    splits = result.splits
-    assert result.clean_acc == clean_accuracy(result.model, splits.x_test, splits.y_test)
-    assert result.clean_acc != clean_accuracy(result.model, splits.x_val, splits.y_val)  # would the mistake show?
-    assert result.asr == attack_success_rate(result.model, splits.x_test, splits.y_test, result.trigger, 0)
+    seen = {}
+    monkeypatch.setattr(experiments, "clean_accuracy", lambda model, x, y: seen.update(ca=(x, y)) or 0.875)
+    monkeypatch.setattr(experiments, "attack_success_rate",
+                        lambda model, x, y, trigger, target: seen.update(asr=(x, y, target)) or 0.625)
+    result = experiments.run_attack(Experiment("patch", n_train=200, epochs=1, target_label=3), "cpu")
+    x_test, y_test = result.splits.x_test, result.splits.y_test
+    assert (result.clean_acc, result.asr) == (0.875, 0.625)
+    assert torch.equal(seen["ca"][0], x_test) and torch.equal(seen["ca"][1], y_test)
+    assert torch.equal(seen["asr"][0], x_test) and torch.equal(seen["asr"][1], y_test) and seen["asr"][2] == 3
