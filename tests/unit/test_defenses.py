@@ -170,6 +170,18 @@ def test_fine_pruning_ranks_channels_from_least_to_most_active_on_clean_images()
     assert torch.equal(defenses.pruned(model, ranking[:5]).channel_mask == 0, torch.isin(torch.arange(64), ranking[:5]))
 
 
+def test_a_reversed_trigger_puts_its_pattern_where_its_mask_is_and_keeps_the_image_elsewhere():
+    mask = torch.zeros(28, 28)
+    mask[2:5, 2:5] = 1.0
+    mask[10, 10] = 0.25
+    found = defenses.ReversedTrigger(label=0, mask=mask, pattern=torch.full((28, 28), 0.8), l1=9.25, attack_rate=1.0)
+    x = torch.rand(3, 1, 28, 28)
+    out = found.apply(x)
+    assert torch.allclose(out[:, 0, 2:5, 2:5], torch.full((3, 3, 3), 0.8))
+    assert torch.allclose(out[:, 0, 10, 10], 0.75 * x[:, 0, 10, 10] + 0.25 * 0.8)
+    assert torch.equal(out[:, 0][:, mask == 0], x[:, 0][:, mask == 0])
+
+
 def test_unlearning_stamps_a_share_of_the_defenders_images_and_keeps_every_true_label():
     g = torch.Generator().manual_seed(0)
     data = defenses.DefenderData(torch.rand(2000, 1, 28, 28, generator=g), torch.randint(0, 10, (2000,), generator=g),

@@ -113,6 +113,18 @@ def test_learned_trigger_is_trained_jointly_and_only_on_poisoned_samples(splits)
     assert torch.equal(untouched.logits.detach(), before)  # no poisoned sample, no gradient
 
 
+def test_the_learned_patch_hook_stamps_the_poisoned_rows_of_a_batch_only():
+    from backdoor_utils.attacks.learned import LearnedPatchHook, LearnedPatchTrigger
+
+    trigger = LearnedPatchTrigger(size=4, row=23, col=23, init_seed=0)
+    poison = torch.zeros(100, dtype=torch.bool)
+    poison[[3, 50, 77]] = True
+    xb = torch.rand(4, 1, 28, 28)
+    out = LearnedPatchHook(trigger, poison).transform(xb, torch.tensor([3, 4, 50, 60])).detach()
+    stamped = trigger.apply(xb).detach()
+    assert torch.equal(out[[0, 2]], stamped[[0, 2]]) and torch.equal(out[[1, 3]], xb[[1, 3]])
+
+
 def test_the_learned_triggers_step_scale_multiplies_how_far_its_logits_move(splits):
     # Adam moves every parameter with a steady gradient by about the learning rate per step, so
     # with the logits parameterised as step_scale * raw they move step_scale times as far (two
