@@ -37,7 +37,7 @@ test-full: setup
 	$(BIN)/python -m pytest --nbval-lax notebooks
 
 # Break one method at a time (an attack, a detector, a defense, the scoring) in a copy of the
-# package and check that its unit tests fail; about 12 minutes, not part of `make test`.
+# package and check that its unit tests fail; about 15 minutes, not part of `make test`.
 mutants: setup
 	$(BIN)/python -m tests.mutants
 

@@ -5,7 +5,7 @@ kind that leaves a chapter running and its numbers looking fine. It is applied t
 package (the working tree is never touched), then the listed unit tests run on that copy with a
 cache of their own; they must fail. A mutant they survive is a method the suite does not guard.
 
-    python -m tests.mutants                 # all of them (about 12 minutes on 2 cores)
+    python -m tests.mutants                 # all of them (about 15 minutes on 2 cores)
     python -m tests.mutants strip fine      # those whose name contains a word given
 
 A unit test (tests/unit/test_mutants.py) checks that every mutant still finds the code it breaks,
