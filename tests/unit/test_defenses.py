@@ -49,9 +49,13 @@ def test_prune_count_stops_at_the_first_drop_beyond_the_budget():
     assert defenses.choose_prune_count([0.99, 0.98, 0.97], max_val_drop=0.04) == 2  # never exceeded
 
 
+# The tests that read ``planted`` share an xdist group: one worker trains its two models (about 12 s)
+# instead of each worker its own copy.
+uses_planted = pytest.mark.xdist_group("test_defenses.planted")
+
+
 @pytest.fixture(scope="module")
-def planted(splits):
-    """A small SimpleCNN with a 3x3 patch backdoor (target 0), a clean twin, and clean images."""
+def _planted_models(splits):
     trigger = corner_patch(3)
     x, y = splits.x_train, splits.y_train
     poisoned = attacks.dirty_label(x, y, trigger, target_label=0, poison_rate=0.1, seed=0)
@@ -60,9 +64,19 @@ def planted(splits):
             "clean": train_model(x, y, config, "cpu"), "x_clean": splits.x_val[:1000], "trigger": trigger}
 
 
+@pytest.fixture
+def planted(request):
+    """A small SimpleCNN with a 3x3 patch backdoor (target 0), a clean twin, and clean images.
+    A test that reads it is marked ``@uses_planted``."""
+    groups = [mark.args[0] for mark in request.node.iter_markers("xdist_group")]
+    assert groups == ["test_defenses.planted"], f"{request.node.name}: mark it @uses_planted"
+    return request.getfixturevalue("_planted_models")
+
+
 NC_SMALL = {"steps": 30, "n_samples": 96, "batch_size": 32, "n_eval": 256}
 
 
+@uses_planted
 def test_neural_cleanse_singles_out_the_planted_target_and_flags_nothing_on_a_clean_model(planted):
     # measured at this scale (2,000 training images, 30 steps; AVX2, 2026-11-26): target mask L1
     # 17 against a median of 178, but the other classes' masks spread so widely (51-316) that the
@@ -79,6 +93,7 @@ def test_neural_cleanse_singles_out_the_planted_target_and_flags_nothing_on_a_cl
     assert clean.l1[0] > np.median(clean.l1) / 3  # class 0 is nothing special without the backdoor
 
 
+@uses_planted
 def test_reverse_engineering_restores_requires_grad_even_when_it_fails(planted):
     model = planted["clean"]
     with pytest.raises(RuntimeError):
@@ -86,6 +101,7 @@ def test_reverse_engineering_restores_requires_grad_even_when_it_fails(planted):
     assert all(p.requires_grad for p in model.parameters())
 
 
+@uses_planted
 def test_a_class_that_never_reaches_the_rate_is_reported_as_such(planted):
     rev = defenses.reverse_engineer_trigger(planted["clean"], planted["x_clean"], 3, steps=1, n_samples=64,
                                             batch_size=64, target_rate=1.01)
@@ -134,6 +150,7 @@ def test_the_candidate_check_answers_as_full_passes_while_rejecting_on_the_hard_
     assert _first_reaching(model, x, candidates, 0, 0.98) == (3, 0.98)  # reached exactly
 
 
+@uses_planted
 def test_shared_conv_metrics_equal_the_full_evaluation_of_pruned_variants(planted, splits):
     model, trigger = planted["backdoored"], planted["trigger"]
     splits = SimpleNamespace(x_test=splits.x_test[:2000], y_test=splits.y_test[:2000], x_val=splits.x_val, y_val=splits.y_val)
@@ -240,6 +257,7 @@ def _same_weights(a, b) -> bool:
     return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
+@uses_planted
 def test_a_cached_fine_tune_is_the_fine_tune_and_is_keyed_on_the_starting_weights(planted, splits, tmp_path, monkeypatch):
     from backdoor_utils import cache, experiments
 
@@ -271,6 +289,7 @@ def test_a_cached_fine_tune_is_the_fine_tune_and_is_keyed_on_the_starting_weight
     assert trained == ["fine-tuning", "fine-tuning", "unlearning"]
 
 
+@uses_planted
 def test_classes_optimised_side_by_side_match_one_at_a_time(planted):
     # each class has its own mask, pattern, image order and cost: optimising them in one batch
     # gives what optimising each alone gives
@@ -296,6 +315,7 @@ def test_defenses_and_detectors_are_found_by_name_and_check_their_parameters():
         detectors.get("activation_clustering", reduction="tsne")
 
 
+@uses_planted
 def test_fine_pruning_defense_prunes_by_liu_et_als_rule_then_fine_tunes(planted, splits):
     model = planted["backdoored"]
     defender = defenses.DefenderData(splits.x_val[:500], splits.y_val[:500], splits.x_val[-500:], splits.y_val[-500:])
@@ -307,6 +327,7 @@ def test_fine_pruning_defense_prunes_by_liu_et_als_rule_then_fine_tunes(planted,
     assert not torch.equal(repair.model.classifier.weight, model.classifier.weight)  # fine-tuned
 
 
+@uses_planted
 def test_neural_cleanse_unlearns_only_flagged_classes_and_measure_is_defense_metrics(planted, splits):
     model = planted["backdoored"]
     defender = defenses.DefenderData(splits.x_val[:300], splits.y_val[:300], splits.x_val[-300:], splits.y_val[-300:])
