@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path
 
@@ -50,6 +51,46 @@ def error_outputs(path: Path | str) -> list[str]:
     """Error outputs (ename: evalue) of an executed notebook."""
     nb = nbformat.read(str(path), as_version=4)
     return [f"{o.get('ename')}: {o.get('evalue')}" for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+def processor_name() -> str:
+    """The CPU's model name as the system reports it (``/proc/cpuinfo`` on Linux), else what
+    :func:`platform.processor` knows, else "unknown CPU"."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def computed_with(device: str = "auto") -> str:
+    """One sentence for a chapter's end: where it executed (processor, torch threads, PyTorch) and
+    in which precision its models are trained - the same seed gives slightly different numbers
+    in fp32 and under bf16 autocast, so a reader comparing a rerun needs to know which."""
+    import torch
+
+    from .training import bf16_native, resolve_device, training_precision
+
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        where = f"the GPU {torch.cuda.get_device_name(dev)}"
+    else:
+        where = f"the CPU {processor_name()} ({torch.get_num_threads()} torch threads)"
+    if os.environ.get("BACKDOOR_BF16") in {"0", "1"}:
+        why = "as BACKDOOR_BF16 sets"
+    elif bf16_native(dev.type):
+        why = "this hardware computes bf16 natively"
+    else:
+        why = "this hardware has no native bf16"
+    precision = "under bf16 autocast" if training_precision(device) == "bf16" else "in fp32"
+    return (f"executed on {where} with PyTorch {torch.__version__}; models trained {precision} ({why}). "
+            "The precision is part of every cached model's key, so no model trained in the other "
+            "precision was reused")
 
 
 def verdict(value: float, threshold: float, at_or_above: str, below: str, missing: str = "was not measured") -> str:

@@ -17,7 +17,7 @@ matrix's bookkeeping are checked here.
 import pytest
 
 from backdoor_utils.cli import execute
-from backdoor_utils.notebooks import HEADLINE_METRICS, image_outputs, plotting_cells
+from backdoor_utils.notebooks import HEADLINE_METRICS, computed_with, image_outputs, plotting_cells
 from tests.notebooks.test_static import ROOT
 
 SMALL = {"n_train": 3000, "epochs": 3, "poison_rate": 0.05, "seed": 0}
@@ -102,6 +102,12 @@ def test_chapter_glues_its_headline_values_as_fractions(chapter, stem):
         assert name in values, f"{stem} did not glue {name}"
         if name not in {"psnr_db", "nc_anomaly_index"}:
             assert _fraction(values[name]), f"{stem}: {name} = {values[name]!r} is not a fraction"
+
+
+@pytest.mark.parametrize("stem", CHAPTERS)
+def test_chapter_states_the_machine_and_precision_it_ran_with(chapter, stem):
+    # the kernel inherits this process's thread count and precision (BACKDOOR_BF16, the CPU's flags)
+    assert chapter(stem)["computed_with"] == computed_with()
 
 
 @group("01_pixel_trigger")

@@ -62,6 +62,13 @@ def test_chapter_has_one_title_and_a_closing_section(path):
     assert any("## What we learned" in text for text in markdown)
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_ends_by_saying_where_and_in_which_precision_it_was_computed(path):
+    cells = _nb(path)["cells"]
+    assert "{glue:text}`computed_with:s`" in "".join(cells[-1]["source"])
+    assert any('glue("computed_with", computed_with(device)' in "".join(c["source"]) for c in cells)
+
+
 def _referenced(text: str, own: str | None = None):
     """(notebook, name) pairs quoted with {glue:text}`[path::]name[:fmt]`."""
     for ref in re.findall(r"\{glue:(?:text|)\}`([^`]+)`", text):

@@ -42,3 +42,46 @@ def test_adaptive_verdict_names_a_defeat_and_a_defense_the_attack_made_stronger(
     assert adaptive_verdict({ac: (0.9, 0.8)}).startswith("On this model the adaptive attack does not defeat")
     assert "raises" not in adaptive_verdict({ac: (0.5, 0.69)})  # a rise below the threshold is not named
     assert adaptive_verdict({ac: (0.9, float("nan"))}) == "The adaptive attack was not compared with the plain one."
+
+
+def _computed_with(monkeypatch, bf16_env=None, native=False):
+    """``computed_with("cpu")`` and the precision cache keys record (``model_spec``'s), with BACKDOOR_BF16 set
+    to ``bf16_env`` (or unset) on a CPU that does (``native``) or does not compute bf16."""
+    from backdoor_utils import training
+    from backdoor_utils.notebooks import computed_with
+
+    if bf16_env is None:
+        monkeypatch.delenv("BACKDOOR_BF16", raising=False)
+    else:
+        monkeypatch.setenv("BACKDOOR_BF16", bf16_env)
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):  # the CPU's flags, as /proc/cpuinfo would list them
+        if path == "/proc/cpuinfo":
+            import io
+
+            flags = "avx2 avx512f avx512_bf16" if native else "avx2"
+            return io.StringIO(f"processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: {flags}\n")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    training.bf16_native.cache_clear()
+    try:
+        return computed_with("cpu"), training.training_precision("cpu")
+    finally:
+        training.bf16_native.cache_clear()
+
+
+def test_a_chapter_says_where_it_ran_and_in_the_precision_its_models_are_keyed_on(monkeypatch):
+    import torch
+
+    text, precision = _computed_with(monkeypatch)
+    assert precision == "fp32" and "models trained in fp32 (this hardware has no native bf16)" in text
+    assert text.startswith("executed on the CPU Test CPU 9000 (")
+    assert f"{torch.get_num_threads()} torch threads) with PyTorch {torch.__version__}" in text
+    text, precision = _computed_with(monkeypatch, native=True)
+    assert precision == "bf16" and "models trained under bf16 autocast (this hardware computes bf16 natively)" in text
+    for env, expected in (("0", "fp32"), ("1", "bf16")):  # the override wins over the hardware, in both
+        text, precision = _computed_with(monkeypatch, bf16_env=env, native=env == "0")
+        assert precision == expected
+        assert ("under bf16 autocast" if expected == "bf16" else "in fp32") + " (as BACKDOOR_BF16 sets)" in text
