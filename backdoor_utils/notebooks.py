@@ -69,9 +69,10 @@ def processor_name() -> str:
 
 
 def computed_with(device: str = "auto") -> str:
-    """One sentence for a chapter's end: where it executed (processor, torch threads, PyTorch) and
-    in which precision its models are trained - the same seed gives slightly different numbers
-    in fp32 and under bf16 autocast, so a reader comparing a rerun needs to know which."""
+    """For a chapter's end ("Computed on ..."): where it executed (processor and torch threads, or
+    the GPU; PyTorch) and in which precision its models are trained - the same seed gives slightly
+    different numbers in fp32 and under bf16 autocast, so a reader comparing a rerun needs to know
+    which."""
     import torch
 
     from .training import bf16_native, resolve_device, training_precision
@@ -88,9 +89,7 @@ def computed_with(device: str = "auto") -> str:
     else:
         why = "this hardware has no native bf16"
     precision = "under bf16 autocast" if training_precision(device) == "bf16" else "in fp32"
-    return (f"executed on {where} with PyTorch {torch.__version__}; models trained {precision} ({why}). "
-            "The precision is part of every cached model's key, so no model trained in the other "
-            "precision was reused")
+    return f"{where} with PyTorch {torch.__version__}, models trained {precision} ({why})"
 
 
 def verdict(value: float, threshold: float, at_or_above: str, below: str, missing: str = "was not measured") -> str:

@@ -77,8 +77,8 @@ def test_a_chapter_says_where_it_ran_and_in_the_precision_its_models_are_keyed_o
 
     text, precision = _computed_with(monkeypatch)
     assert precision == "fp32" and "models trained in fp32 (this hardware has no native bf16)" in text
-    assert text.startswith("executed on the CPU Test CPU 9000 (")
-    assert f"{torch.get_num_threads()} torch threads) with PyTorch {torch.__version__}" in text
+    assert text.startswith("the CPU Test CPU 9000 (")
+    assert f"{torch.get_num_threads()} torch threads) with PyTorch {torch.__version__}, models" in text
     text, precision = _computed_with(monkeypatch, native=True)
     assert precision == "bf16" and "models trained under bf16 autocast (this hardware computes bf16 natively)" in text
     for env, expected in (("0", "fp32"), ("1", "bf16")):  # the override wins over the hardware, in both
