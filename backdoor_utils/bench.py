@@ -34,6 +34,7 @@ from .data import load_splits
 from .experiments import Experiment, run_attack
 from .metrics import clean_accuracy
 from .models import SimpleCNN
+from .runtime import processor_name
 from .training import EVAL_BATCH, TrainConfig, bf16_native, predict, resolve_device, train_model
 
 
@@ -153,7 +154,8 @@ def main(argv=None) -> dict:
     splits = load_splits(args.n_train)
     n = len(splits.y_train) * args.epochs
     dev = resolve_device("auto")
-    print(f"device {dev}, torch threads {torch.get_num_threads()}, bf16 native: {bf16_native(dev.type)}, "
+    print(f"CPU {processor_name()}; device {dev}, torch threads {torch.get_num_threads()}, "
+          f"bf16 native: {bf16_native(dev.type)}, "
           f"malloc keeps freed blocks (runtime.tune_malloc): {MALLOC_TUNED}")
 
     config = TrainConfig(epochs=args.epochs, seed=args.seed)

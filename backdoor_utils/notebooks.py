@@ -1,4 +1,5 @@
-"""Reading chapters: their parameters and the values they glued (myst-nb ``glue``)."""
+"""Reading chapters: their parameters and the values they glued (myst-nb ``glue``); the sentences
+they build from measured numbers, and where they were computed (:func:`computed_with`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import re
 from pathlib import Path
 
 import nbformat
+import torch
+
+from .runtime import processor_name
+from .training import bf16_native, resolve_device, training_precision
 
 GLUE_MIME = "application/papermill.record/"
 
@@ -53,30 +58,11 @@ def error_outputs(path: Path | str) -> list[str]:
     return [f"{o.get('ename')}: {o.get('evalue')}" for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
 
 
-def processor_name() -> str:
-    """The CPU's model name as the system reports it (``/proc/cpuinfo`` on Linux), else what
-    :func:`platform.processor` knows, else "unknown CPU"."""
-    import platform
-
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def computed_with(device: str = "auto") -> str:
     """For a chapter's end ("Computed on ..."): where it executed (processor and torch threads, or
     the GPU; PyTorch) and in which precision its models are trained - the same seed gives slightly
     different numbers in fp32 and under bf16 autocast, so a reader comparing a rerun needs to know
     which."""
-    import torch
-
-    from .training import bf16_native, resolve_device, training_precision
-
     dev = resolve_device(device)
     if dev.type == "cuda":
         where = f"the GPU {torch.cuda.get_device_name(dev)}"
