@@ -232,17 +232,33 @@ def write_results(sweep_dir: Path, grid: dict, records: list[dict], metrics: lis
     # a value the notebook glues under a parameter's own name (01 glues poison_rate) is that parameter
     metric_names = sorted({m for r in records for m, v in r["metrics"].items()
                            if isinstance(v, (int, float)) and m not in params})
-    fields = params + metric_names + ["status", "duration_s", "error"]
+    # where each run was computed (every chapter glues it): a cluster's workers may differ
+    setup = ["computed_with"] if any("computed_with" in r["metrics"] for r in records) else []
+    fields = params + metric_names + ["status", "duration_s", "error"] + setup
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     for r in records:
         writer.writerow({**r["params"], **{m: r["metrics"].get(m, "") for m in metric_names},
-                         "status": r["status"], "duration_s": r["duration_s"], "error": r["error"]})
+                         "status": r["status"], "duration_s": r["duration_s"], "error": r["error"],
+                         **{name: r["metrics"].get(name, "") for name in setup}})
     csv_path = sweep_dir / "results.csv"
     atomic_write_text(csv_path, buffer.getvalue())
     _plot(sweep_dir, names, records, [m for m in metrics if m in metric_names] or metric_names[:3])
     return csv_path
+
+
+def mixed_setups(records: list[dict]) -> str | None:
+    """A warning when the finished runs were computed on more than one setup (machine, threads or
+    training precision, as each chapter glues it in ``computed_with``), else None: the same seed
+    gives slightly different numbers in fp32 and under bf16 autocast, and with other thread counts."""
+    setups = sorted({r["metrics"]["computed_with"] for r in records
+                     if r["status"] == "ok" and "computed_with" in r["metrics"]})
+    if len(setups) < 2:
+        return None
+    listed = "; ".join(f"({i}) {text}" for i, text in enumerate(setups, 1))
+    return (f"warning: these runs were computed on {len(setups)} different setups, so their numbers are not "
+            f"strictly comparable (the computed_with column says which run ran where): {listed}")
 
 
 def _plot(sweep_dir: Path, names: list[str], records: list[dict], metrics: list[str]) -> None:
@@ -331,6 +347,9 @@ def cmd_sweep(args) -> int:
     ordered = [records[run_slug(p)] for p in points]
     csv_path = write_results(sweep_dir, grid, ordered, HEADLINE_METRICS.get(notebook.stem, []))
     print(csv_path.read_text())
+    warning = mixed_setups(ordered)
+    if warning:
+        print(warning, file=sys.stderr)
     return 0 if all(r["status"] == "ok" for r in ordered) else 1
 
 

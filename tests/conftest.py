@@ -26,8 +26,10 @@ def splits():
 
 
 def write_tiny_notebook(path, sleep_s: float = 0.0):
-    """A stand-in chapter (no training): parameters ``seed``, ``poison_rate``; glues ``asr`` and
-    ``clean_acc``; fails inside the notebook for ``poison_rate >= 0.5``; optionally sleeps."""
+    """A stand-in chapter (no training): parameters ``seed``, ``poison_rate``; glues ``asr``,
+    ``clean_acc`` and, as chapters do, ``computed_with`` - here "setup <seed>", so runs of other
+    seeds look computed on other machines; fails inside the notebook for ``poison_rate >= 0.5``;
+    optionally sleeps."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     params = nbformat.v4.new_code_cell("seed = 0\npoison_rate = 0.01")
@@ -39,7 +41,8 @@ def write_tiny_notebook(path, sleep_s: float = 0.0):
             f"import time\nfrom myst_nb import glue\ntime.sleep({sleep_s})\n"
             "assert poison_rate < 0.5, 'poison rate too high for this stand-in'\n"
             "glue('asr', poison_rate * 2 + seed / 100, display=False)\n"
-            "glue('clean_acc', 1 - poison_rate, display=False)"
+            "glue('clean_acc', 1 - poison_rate, display=False)\n"
+            "glue('computed_with', f'setup {seed}', display=False)"
         ),
     ]
     nbformat.write(nb, str(path))

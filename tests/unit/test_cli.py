@@ -79,16 +79,22 @@ def test_sweep_records_failures_and_resumes_without_rerunning(tiny_notebook, tmp
     capsys.readouterr()
 
     assert cli.main(args) == 1
-    assert "4 runs, 2 already done, 2 to run" in capsys.readouterr().err  # only the failed runs again
+    err = capsys.readouterr().err
+    assert "4 runs, 2 already done, 2 to run" in err  # only the failed runs again
+    # the two finished runs glued different setups (the stand-in's "setup <seed>"): said, and listed
+    assert "computed on 2 different setups" in err and "(1) setup 0; (2) setup 1" in err
+    assert [r["computed_with"] for r in csv.DictReader(open(sweep / "results.csv"))] == ["setup 0", "setup 1", "", ""]
     assert {p.name: p.stat().st_mtime_ns for p in sweep.glob("*.ipynb") if p.name in done} == done
 
 
-def test_sweep_records_fixed_parameters_beside_the_grid(tiny_notebook, tmp_path):
+def test_sweep_records_fixed_parameters_beside_the_grid(tiny_notebook, tmp_path, capsys):
     args = ["sweep", str(tiny_notebook), "-g", "poison_rate", "0.1,0.2", "-p", "seed", "2", "--runs-dir",
             str(tmp_path), "--name", "fixed"]
     assert cli.main(args) == 0
+    assert "different setups" not in capsys.readouterr().err  # one setup: nothing to warn about
     rows = list(csv.DictReader(open(tmp_path / "fixed" / "results.csv")))
-    assert [(r["poison_rate"], r["seed"]) for r in rows] == [("0.1", "2"), ("0.2", "2")]
+    assert [(r["poison_rate"], r["seed"], r["computed_with"]) for r in rows] == [("0.1", "2", "setup 2"),
+                                                                              ("0.2", "2", "setup 2")]
     assert sorted(round(float(r["asr"]), 6) for r in rows) == [0.22, 0.42]
 
 
