@@ -12,7 +12,7 @@ import nbformat
 import torch
 
 from .runtime import processor_name
-from .training import bf16_native, resolve_device, training_precision
+from .training import resolve_device, training_precision
 
 GLUE_MIME = "application/papermill.record/"
 
@@ -68,13 +68,12 @@ def computed_with(device: str = "auto") -> str:
         where = f"the GPU {torch.cuda.get_device_name(dev)}"
     else:
         where = f"the CPU {processor_name()} ({torch.get_num_threads()} torch threads)"
+    bf16 = training_precision(device) == "bf16"  # BACKDOOR_BF16=0/1 overrides the hardware there
     if os.environ.get("BACKDOOR_BF16") in {"0", "1"}:
         why = "as BACKDOOR_BF16 sets"
-    elif bf16_native(dev.type):
-        why = "this hardware computes bf16 natively"
     else:
-        why = "this hardware has no native bf16"
-    precision = "under bf16 autocast" if training_precision(device) == "bf16" else "in fp32"
+        why = "this hardware computes bf16 natively" if bf16 else "this hardware has no native bf16"
+    precision = "under bf16 autocast" if bf16 else "in fp32"
     return f"{where} with PyTorch {torch.__version__}, models trained {precision} ({why})"
 
 

@@ -18,6 +18,14 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     torch.set_num_threads(_threads)
 
 
+def require_xdist_group(request, group: str, how: str) -> None:
+    """Fail unless the requesting test carries ``xdist_group(group)`` (and no other): a fixture
+    shared by a group is built once, on the one worker that runs the group; a test outside it would
+    build it again on another worker. ``how`` tells the reader how to mark it."""
+    groups = [mark.args[0] for mark in request.node.iter_markers("xdist_group")]
+    assert groups == [group], f"{request.node.name}: {how}, not {groups}"
+
+
 @pytest.fixture(scope="session")
 def splits():
     from backdoor_utils.data import load_splits

@@ -18,6 +18,7 @@ import pytest
 
 from backdoor_utils.cli import execute
 from backdoor_utils.notebooks import HEADLINE_METRICS, computed_with, image_outputs, plotting_cells
+from tests.conftest import require_xdist_group
 from tests.notebooks.test_static import ROOT
 
 SMALL = {"n_train": 3000, "epochs": 3, "poison_rate": 0.05, "seed": 0}
@@ -75,8 +76,7 @@ def chapter(request, executed_chapter):
     only the chapter named by its xdist group (else a second worker would execute it again)."""
 
     def run(stem):
-        groups = [mark.args[0] for mark in request.node.iter_markers("xdist_group")]
-        assert groups == [stem], f"{request.node.name} reads {stem}: mark it xdist_group({stem!r}), not {groups}"
+        require_xdist_group(request, stem, f"reads {stem}: mark it xdist_group({stem!r})")
         return executed_chapter(stem)
 
     return run

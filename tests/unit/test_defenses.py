@@ -9,6 +9,7 @@ import torch
 from backdoor_utils import attacks, defenses
 from backdoor_utils.attacks.patch import corner_patch
 from backdoor_utils.training import TrainConfig, train_model
+from tests.conftest import require_xdist_group
 
 
 def test_anomaly_index_matches_hand_computed_values():
@@ -68,8 +69,7 @@ def _planted_models(splits):
 def planted(request):
     """A small SimpleCNN with a 3x3 patch backdoor (target 0), a clean twin, and clean images.
     A test that reads it is marked ``@uses_planted``."""
-    groups = [mark.args[0] for mark in request.node.iter_markers("xdist_group")]
-    assert groups == ["test_defenses.planted"], f"{request.node.name}: mark it @uses_planted"
+    require_xdist_group(request, "test_defenses.planted", "mark it @uses_planted")
     return request.getfixturevalue("_planted_models")
 
 

@@ -1,8 +1,12 @@
 """The sentences chapters build from measured numbers (backdoor_utils.notebooks)."""
 
+import io
 import math
 
-from backdoor_utils.notebooks import adaptive_verdict, ca_change, learning_pays
+import torch
+
+from backdoor_utils import training
+from backdoor_utils.notebooks import adaptive_verdict, ca_change, computed_with, learning_pays
 
 
 def test_a_clean_accuracy_above_the_reference_is_not_called_a_drop():
@@ -45,11 +49,9 @@ def test_adaptive_verdict_names_a_defeat_and_a_defense_the_attack_made_stronger(
 
 
 def _computed_with(monkeypatch, bf16_env=None, native=False):
-    """``computed_with("cpu")`` and the precision cache keys record (``model_spec``'s), with BACKDOOR_BF16 set
-    to ``bf16_env`` (or unset) on a CPU that does (``native``) or does not compute bf16."""
-    from backdoor_utils import training
-    from backdoor_utils.notebooks import computed_with
-
+    """``computed_with("cpu")`` and the precision cache keys record (``training_precision``), with
+    BACKDOOR_BF16 set to ``bf16_env`` (or unset) on a CPU that does (``native``) or does not compute
+    bf16."""
     if bf16_env is None:
         monkeypatch.delenv("BACKDOOR_BF16", raising=False)
     else:
@@ -58,8 +60,6 @@ def _computed_with(monkeypatch, bf16_env=None, native=False):
 
     def fake_open(path, *args, **kwargs):  # the CPU's flags, as /proc/cpuinfo would list them
         if path == "/proc/cpuinfo":
-            import io
-
             flags = "avx2 avx512f avx512_bf16" if native else "avx2"
             return io.StringIO(f"processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: {flags}\n")
         return real_open(path, *args, **kwargs)
@@ -73,8 +73,6 @@ def _computed_with(monkeypatch, bf16_env=None, native=False):
 
 
 def test_a_chapter_says_where_it_ran_and_in_the_precision_its_models_are_keyed_on(monkeypatch):
-    import torch
-
     text, precision = _computed_with(monkeypatch)
     assert precision == "fp32" and "models trained in fp32 (this hardware has no native bf16)" in text
     assert text.startswith("the CPU Test CPU 9000 (")
