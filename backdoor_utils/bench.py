@@ -10,7 +10,9 @@ on the same data with the same seed and epochs:
 * project: :func:`backdoor_utils.training.train_model`, what every chapter calls;
 
 and prints images/s of each, the project step's share of the tight loop's throughput, its speed-up
-over the plain loop, the clean test accuracy of all three, and whether bf16 was native. Then it
+over the plain loop, the clean test accuracy of all three, and the precision they trained in -
+bf16 autocast where the hardware computes bf16 natively, fp32 elsewhere, or what ``BACKDOOR_BF16``
+forces (then no speed-up target applies: a forced precision is not the hardware's). Then it
 times evaluation (:func:`~backdoor_utils.training.predict` over the test set) at the project's
 batch (``EVAL_BATCH``) and at 2048, the batch the project used before: every ASR, every STRIP
 blend and every activation the detectors read goes through it.
@@ -34,8 +36,8 @@ from .data import load_splits
 from .experiments import Experiment, run_attack
 from .metrics import clean_accuracy
 from .models import SimpleCNN
-from .runtime import processor_name
-from .training import EVAL_BATCH, TrainConfig, bf16_native, predict, resolve_device, train_model
+from .notebooks import computed_with, precision_forced
+from .training import EVAL_BATCH, TrainConfig, bf16_native, predict, resolve_device, train_model, training_precision
 
 
 def plain_fp32_training(x, y, epochs: int, seed: int, lr: float = 1e-3) -> SimpleCNN:
@@ -131,6 +133,18 @@ def epochs_study(epochs=(5, 3, 2), n_train: int | None = None, settings=EPOCH_ST
     return pd.DataFrame(rows)
 
 
+def speedup_target(result: dict) -> str:
+    """The target the speed-up over the plain loop is held to: 2.5x where the hardware trains in
+    bf16, 1.5x where it trains in fp32 - none when BACKDOOR_BF16 forces a precision (forcing bf16 on
+    a CPU without it measures emulated bf16, which is slower than fp32; forcing fp32 on a bf16 CPU
+    measures what the project would not do there)."""
+    if result["precision_forced"]:
+        return "no target: BACKDOOR_BF16 forces the precision; the targets are for the hardware's own"
+    if result["precision"] == "bf16":
+        return "target >= 2.5x where bf16 is native"
+    return "target >= 1.5x without native bf16"
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-train", type=int, default=None, help="training images (default: all 54,000)")
@@ -154,8 +168,7 @@ def main(argv=None) -> dict:
     splits = load_splits(args.n_train)
     n = len(splits.y_train) * args.epochs
     dev = resolve_device("auto")
-    print(f"CPU {processor_name()}; device {dev}, torch threads {torch.get_num_threads()}, "
-          f"bf16 native: {bf16_native(dev.type)}, "
+    print(f"Computed on {computed_with('auto')}; "
           f"malloc keeps freed blocks (runtime.tune_malloc): {MALLOC_TUNED}")
 
     config = TrainConfig(epochs=args.epochs, seed=args.seed)
@@ -165,7 +178,8 @@ def main(argv=None) -> dict:
         "tight recipe loop": _timed(lambda: tight_recipe_training(x, y, config)),
         "project train_model": _timed(lambda: train_model(x, y, config, desc="bench")),
     }
-    result = {"bf16_native": bf16_native(dev.type), "threads": torch.get_num_threads(), "malloc_tuned": MALLOC_TUNED}
+    result = {"precision": training_precision(dev.type), "precision_forced": precision_forced(),
+              "threads": torch.get_num_threads(), "malloc_tuned": MALLOC_TUNED}
     for name, (model, seconds) in runs.items():
         acc = clean_accuracy(model, splits.x_test, splits.y_test)
         result[name] = {"images_per_s": n / seconds, "seconds": seconds, "clean_acc": acc}
@@ -174,10 +188,8 @@ def main(argv=None) -> dict:
                                                                  "plain fp32 loop"))
     result["share_of_tight"] = project / tight
     result["speedup_over_plain"] = project / plain
-    target = 2.5 if result["bf16_native"] else 1.5
     print(f"project / tight loop : {result['share_of_tight']:.0%} (target >= 90%)")
-    print(f"project / plain loop : {result['speedup_over_plain']:.2f}x (target >= {target}x on a CPU "
-          f"{'with' if result['bf16_native'] else 'without'} native bf16)")
+    print(f"project / plain loop : {result['speedup_over_plain']:.2f}x ({speedup_target(result)})")
     result["evaluation"] = evaluation_speed(runs["project train_model"][0], splits.x_test, (EVAL_BATCH, 2048))
     for batch_size, row in result["evaluation"].items():
         print(f"evaluation, batch {batch_size:5d}: {row['images_per_s']:8.0f} images/s"

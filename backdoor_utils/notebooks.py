@@ -58,6 +58,11 @@ def error_outputs(path: Path | str) -> list[str]:
     return [f"{o.get('ename')}: {o.get('evalue')}" for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
 
 
+def precision_forced() -> bool:
+    """True when ``BACKDOOR_BF16=0/1`` sets the training precision instead of the hardware."""
+    return os.environ.get("BACKDOOR_BF16") in {"0", "1"}
+
+
 def computed_with(device: str = "auto") -> str:
     """For a chapter's end ("Computed on ..."): where it executed (processor and torch threads, or
     the GPU; PyTorch) and in which precision its models are trained - the same seed gives slightly
@@ -69,7 +74,7 @@ def computed_with(device: str = "auto") -> str:
     else:
         where = f"the CPU {processor_name()} ({torch.get_num_threads()} torch threads)"
     bf16 = training_precision(device) == "bf16"  # BACKDOOR_BF16=0/1 overrides the hardware there
-    if os.environ.get("BACKDOOR_BF16") in {"0", "1"}:
+    if precision_forced():
         why = "as BACKDOOR_BF16 sets"
     else:
         why = "this hardware computes bf16 natively" if bf16 else "this hardware has no native bf16"

@@ -207,3 +207,29 @@ def test_the_epochs_study_trains_each_setting_at_each_epoch_count(tmp_path, monk
         assert again.from_cache and again.clean_acc == row.clean_acc
         assert (row.asr != row.asr) if again.asr is None else again.asr == row.asr
     assert table.clean_acc.iloc[0] != table.clean_acc.iloc[1]  # one and two epochs: two models
+
+
+def test_the_bench_says_which_precision_it_measured_and_which_target_applies(monkeypatch, capsys, splits):
+    # a forced precision (BACKDOOR_BF16) is not the hardware's: the bench says so and sets no target
+    import dataclasses
+
+    from backdoor_utils import bench
+
+    small = dataclasses.replace(splits, x_test=splits.x_test[:512], y_test=splits.y_test[:512])
+    monkeypatch.setattr(bench, "load_splits", lambda n_train: dataclasses.replace(
+        small, x_train=small.x_train[:n_train], y_train=small.y_train[:n_train]))
+
+    assert bench.speedup_target({"precision": "bf16", "precision_forced": False}).startswith("target >= 2.5x")
+    assert bench.speedup_target({"precision": "fp32", "precision_forced": False}).startswith("target >= 1.5x")
+    for precision in ("bf16", "fp32"):
+        assert bench.speedup_target({"precision": precision, "precision_forced": True}).startswith("no target")
+    bf16_native.cache_clear()
+    monkeypatch.setenv("BACKDOOR_BF16", "0")
+    try:
+        result = bench.main(["--n-train", "256", "--epochs", "1"])
+    finally:
+        bf16_native.cache_clear()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Computed on the ") and "in fp32 (as BACKDOOR_BF16 sets)" in lines[0]
+    assert (result["precision"], result["precision_forced"]) == ("fp32", True)
+    assert any(line.startswith("project / plain loop") and "no target" in line for line in lines)
