@@ -72,7 +72,8 @@ def computed_with(device: str = "auto") -> str:
     if dev.type == "cuda":
         where = f"the GPU {torch.cuda.get_device_name(dev)}"
     else:
-        where = f"the CPU {processor_name()} ({torch.get_num_threads()} torch threads)"
+        threads = torch.get_num_threads()
+        where = f"the CPU {processor_name()} ({threads} torch thread{'' if threads == 1 else 's'})"
     bf16 = training_precision(device) == "bf16"  # BACKDOOR_BF16=0/1 overrides the hardware there
     if precision_forced():
         why = "as BACKDOOR_BF16 sets"

@@ -76,7 +76,13 @@ def test_a_chapter_says_where_it_ran_and_in_the_precision_its_models_are_keyed_o
     text, precision = _computed_with(monkeypatch)
     assert precision == "fp32" and "models trained in fp32 (this hardware has no native bf16)" in text
     assert text.startswith("the CPU Test CPU 9000 (")
-    assert f"{torch.get_num_threads()} torch threads) with PyTorch {torch.__version__}, models" in text
+    threads = torch.get_num_threads()
+    try:
+        for count, said in ((1, "(1 torch thread)"), (2, "(2 torch threads)")):
+            torch.set_num_threads(count)
+            assert f"{said} with PyTorch {torch.__version__}, models" in _computed_with(monkeypatch)[0]
+    finally:
+        torch.set_num_threads(threads)
     text, precision = _computed_with(monkeypatch, native=True)
     assert precision == "bf16" and "models trained under bf16 autocast (this hardware computes bf16 natively)" in text
     for env, expected in (("0", "fp32"), ("1", "bf16")):  # the override wins over the hardware, in both
