@@ -215,10 +215,9 @@ def test_the_bench_says_which_precision_it_measured_and_which_target_applies(mon
 
     from backdoor_utils import bench
 
-    small = dataclasses.replace(splits, x_test=splits.x_test[:512], y_test=splits.y_test[:512])
-    monkeypatch.setattr(bench, "load_splits", lambda n_train: dataclasses.replace(
-        small, x_train=small.x_train[:n_train], y_train=small.y_train[:n_train]))
-
+    small = dataclasses.replace(splits, x_train=splits.x_train[:256], y_train=splits.y_train[:256],
+                                x_test=splits.x_test[:512], y_test=splits.y_test[:512])
+    monkeypatch.setattr(bench, "load_splits", lambda n_train: small)
     assert bench.speedup_target({"precision": "bf16", "precision_forced": False}).startswith("target >= 2.5x")
     assert bench.speedup_target({"precision": "fp32", "precision_forced": False}).startswith("target >= 1.5x")
     for precision in ("bf16", "fp32"):
@@ -226,7 +225,7 @@ def test_the_bench_says_which_precision_it_measured_and_which_target_applies(mon
     bf16_native.cache_clear()
     monkeypatch.setenv("BACKDOOR_BF16", "0")
     try:
-        result = bench.main(["--n-train", "256", "--epochs", "1"])
+        result = bench.main(["--epochs", "1"])
     finally:
         bf16_native.cache_clear()
     lines = capsys.readouterr().out.splitlines()
