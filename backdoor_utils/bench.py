@@ -12,8 +12,11 @@ on the same data with the same seed and epochs:
 and prints images/s of each, the project step's share of the tight loop's throughput, its speed-up
 over the plain loop, the clean test accuracy of all three, and the precision they trained in -
 bf16 autocast where the hardware computes bf16 natively, fp32 elsewhere, or what ``BACKDOOR_BF16``
-forces (then no speed-up target applies: a forced precision is not the hardware's). Then it
-times evaluation (:func:`~backdoor_utils.training.predict` over the test set) at the project's
+forces (then no speed-up target applies: a forced precision is not the hardware's). It then
+holds the project step's arithmetic rate (FLOP an image, counted by ``torch.utils.flop_counter``,
+times images/s) against a large matrix product's in the same precision on the same hardware - how
+near the step is to what the hardware's tuned BLAS does - and says what a full model costs at each
+rate. Then it times evaluation (:func:`~backdoor_utils.training.predict` over the test set) at the project's
 batch (``EVAL_BATCH``) and at 2048, the batch the project used before: every ASR, every STRIP
 blend and every activation the detectors read goes through it.
 
@@ -30,9 +33,10 @@ import time
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
 
 from . import MALLOC_TUNED
-from .data import load_splits
+from .data import VALIDATION_SIZE, load_splits
 from .experiments import Experiment, run_attack
 from .metrics import clean_accuracy
 from .models import SimpleCNN
@@ -103,6 +107,36 @@ def evaluation_speed(model: SimpleCNN, x: torch.Tensor, batch_sizes, repeats: in
     return out
 
 
+def step_flops_per_image(batch_size: int = 256) -> float:
+    """Floating-point operations of one training step's forward and backward pass, per image, as
+    ``torch.utils.flop_counter`` counts them: the convolutions and matrix products, which are nearly
+    all of the arithmetic (elementwise operations, pooling and the optimiser are not counted)."""
+    model = SimpleCNN()
+    x, y = torch.zeros(batch_size, 1, 28, 28), torch.zeros(batch_size, dtype=torch.long)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), y).backward()
+    return counter.get_total_flops() / batch_size
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, size: int = 4096, repeats: int = 3) -> float:
+    """GFLOP/s of one ``size`` x ``size`` matrix product on ``device`` in ``dtype`` (best of
+    ``repeats``, after one warm-up): what the hardware's tuned BLAS reaches, the practical ceiling
+    for a training step's arithmetic on that hardware."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    best = float("inf")
+    for attempt in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+        best = min(best, seconds) if attempt else best
+    return 2 * size**3 / best / 1e9
+
+
 #: Where fewer epochs would show first: chapter 01's scarcest poison rates and its default, chapter
 #: 02's noise budgets around its threshold, chapter 03's blur, and the clean model.
 EPOCH_STUDY = (
@@ -150,6 +184,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--n-train", type=int, default=None, help="training images (default: all 54,000)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--matmul-size", type=int, default=4096,
+                        help="side of the square matrix product timed as the hardware's ceiling")
     parser.add_argument("--compare-epochs", type=int, nargs="+", metavar="E",
                         help="instead of timing, train EPOCH_STUDY's settings at each E and compare")
     args = parser.parse_args(argv)
@@ -190,11 +226,31 @@ def main(argv=None) -> dict:
     result["speedup_over_plain"] = project / plain
     print(f"project / tight loop : {result['share_of_tight']:.0%} (target >= 90%)")
     print(f"project / plain loop : {result['speedup_over_plain']:.2f}x ({speedup_target(result)})")
+    result.update(_arithmetic(project, dev, result["precision"], args.matmul_size))
     result["evaluation"] = evaluation_speed(runs["project train_model"][0], splits.x_test, (EVAL_BATCH, 2048))
     for batch_size, row in result["evaluation"].items():
         print(f"evaluation, batch {batch_size:5d}: {row['images_per_s']:8.0f} images/s"
               f"{'' if row['same_predictions'] else '  (predictions differ!)'}")
     return result
+
+
+def _arithmetic(images_per_s: float, device: torch.device, precision: str, size: int) -> dict:
+    """The project step's arithmetic rate against a large matrix product's in the same precision on
+    the same hardware, and what a full model (the chapters' 54,000 images x 5 epochs) costs at each."""
+    flops = step_flops_per_image()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    out = {"flops_per_image": flops, "step_gflops": images_per_s * flops / 1e9,
+           "matmul_gflops": matmul_rate(device, dtype, size)}
+    out["share_of_matmul"] = out["step_gflops"] / out["matmul_gflops"]
+    n_full, epochs = 60_000 - VALIDATION_SIZE, TrainConfig().epochs  # MNIST's training images less validation
+    full = n_full * epochs * flops / 1e9
+    print(f"arithmetic           : {flops / 1e6:.1f} MFLOP an image (forward and backward); the project step "
+          f"runs {out['step_gflops']:.0f} GFLOP/s, {out['share_of_matmul']:.0%} of a {size} x {size} "
+          f"{precision} matrix product on this hardware ({out['matmul_gflops']:.0f} GFLOP/s)")
+    print(f"a full model         : {full / 1e3:.2f} TFLOP ({n_full:,} images x {epochs} epochs): "
+          f"{full / out['step_gflops']:.0f} s at the project step, {full / out['matmul_gflops']:.0f} s at the "
+          f"matrix product's rate")
+    return out
 
 
 if __name__ == "__main__":

@@ -225,10 +225,48 @@ def test_the_bench_says_which_precision_it_measured_and_which_target_applies(mon
     bf16_native.cache_clear()
     monkeypatch.setenv("BACKDOOR_BF16", "0")
     try:
-        result = bench.main(["--epochs", "1"])
+        result = bench.main(["--epochs", "1", "--matmul-size", "256"])
     finally:
         bf16_native.cache_clear()
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("Computed on the ") and "in fp32 (as BACKDOOR_BF16 sets)" in lines[0]
     assert (result["precision"], result["precision_forced"]) == ("fp32", True)
     assert any(line.startswith("project / plain loop") and "no target" in line for line in lines)
+    # the step's arithmetic rate and the hardware's ceiling it is held against, same run
+    assert result["step_gflops"] == result["project train_model"]["images_per_s"] * result["flops_per_image"] / 1e9
+    assert result["share_of_matmul"] == result["step_gflops"] / result["matmul_gflops"]
+    assert any(line.startswith("arithmetic") and "fp32 matrix product" in line for line in lines)
+    assert any(line.startswith("a full model") and "6.75 TFLOP (54,000 images x 5 epochs)" in line for line in lines)
+
+
+def test_the_bench_counts_a_training_step_as_its_forward_and_backward_arithmetic():
+    # 2 FLOP a multiply-add; the backward pass computes the weights' gradient of every layer and
+    # the input's gradient of every layer but the first (the images need none)
+    from backdoor_utils.bench import step_flops_per_image
+
+    conv1 = 2 * 28 * 28 * 32 * 1 * 9
+    conv2 = 2 * 14 * 14 * 64 * 32 * 9
+    fc1, fc2 = 2 * 3136 * 128, 2 * 128 * 10
+    assert step_flops_per_image(batch_size=8) == 2 * conv1 + 3 * (conv2 + fc1 + fc2) == 24_995_328
+
+
+def test_the_matrix_product_rate_counts_two_flop_a_multiply_add_over_the_fastest_timed_run(monkeypatch):
+    # a clock that makes the warm-up the fastest run (not to be counted) and the timed ones 4, 2, 3 s
+    import itertools
+
+    from backdoor_utils import bench
+
+    ticks = itertools.accumulate([0, 1, 0, 4, 0, 2, 0, 3])
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks))
+    assert bench.matmul_rate(torch.device("cpu"), torch.float32, size=64, repeats=3) == 2 * 64**3 / 2 / 1e9
+
+
+def test_the_bench_holds_bf16_training_against_a_bf16_matrix_product(monkeypatch):
+    from backdoor_utils import bench
+
+    seen = []
+    monkeypatch.setattr(bench, "matmul_rate", lambda device, dtype, size: seen.append(dtype) or 100.0)
+    for precision in ("bf16", "fp32"):
+        out = bench._arithmetic(1000.0, torch.device("cpu"), precision, 64)
+        assert out["step_gflops"] == 1000.0 * 24_995_328 / 1e9 and out["share_of_matmul"] == out["step_gflops"] / 100
+    assert seen == [torch.bfloat16, torch.float32]
