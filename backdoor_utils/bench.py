@@ -16,9 +16,9 @@ forces (then no speed-up target applies: a forced precision is not the hardware'
 holds the project step's arithmetic rate (FLOP an image, counted by ``torch.utils.flop_counter``,
 times images/s) against a large matrix product's in the same precision on the same hardware - how
 near the step is to what the hardware's tuned BLAS does - and says what a full model costs at each
-rate. Then it times evaluation (:func:`~backdoor_utils.training.predict` over the test set) at the project's
-batch (``EVAL_BATCH``) and at 2048, the batch the project used before: every ASR, every STRIP
-blend and every activation the detectors read goes through it.
+rate. Last it times evaluation (:func:`~backdoor_utils.training.predict` over the test set) at the
+project's batch (``EVAL_BATCH``) and at 2048, the batch the project used before: every ASR, every
+STRIP blend and every activation the detectors read goes through it.
 
 ``python -m backdoor_utils.bench --compare-epochs 5 3 2`` instead trains the settings of
 :data:`EPOCH_STUDY` at each epoch count (cached like every chapter's models) and prints their clean
@@ -189,6 +189,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--compare-epochs", type=int, nargs="+", metavar="E",
                         help="instead of timing, train EPOCH_STUDY's settings at each E and compare")
     args = parser.parse_args(argv)
+    n_full = 60_000 - VALIDATION_SIZE
+    if args.n_train is not None and not 1 <= args.n_train <= n_full:
+        parser.error(f"--n-train: must be between 1 and {n_full:,} (the training images), got {args.n_train}")
+    if args.epochs < 1:
+        parser.error(f"--epochs: must be >= 1, got {args.epochs}")
+    if args.matmul_size < 1:
+        parser.error(f"--matmul-size: must be >= 1, got {args.matmul_size}")
     if args.compare_epochs:
         if min(args.compare_epochs) < 1:
             parser.error(f"--compare-epochs: every count must be >= 1, got {args.compare_epochs}")

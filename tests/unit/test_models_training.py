@@ -270,3 +270,18 @@ def test_the_bench_holds_bf16_training_against_a_bf16_matrix_product(monkeypatch
         out = bench._arithmetic(1000.0, torch.device("cpu"), precision, 64)
         assert out["step_gflops"] == 1000.0 * 24_995_328 / 1e9 and out["share_of_matmul"] == out["step_gflops"] / 100
     assert seen == [torch.bfloat16, torch.float32]
+
+
+def test_the_bench_refuses_bad_arguments_before_loading_or_training_anything(monkeypatch, capsys):
+    import pytest
+
+    from backdoor_utils import bench
+
+    monkeypatch.setattr(bench, "load_splits", lambda n_train: pytest.fail("loaded data for a bad argument"))
+    for argv, named in ((["--matmul-size", "0"], "--matmul-size: must be >= 1"),
+                        (["--epochs", "0"], "--epochs: must be >= 1"),
+                        (["--n-train", "0"], "--n-train: must be between 1 and 54,000"),
+                        (["--n-train", "54001"], "--n-train: must be between 1 and 54,000")):
+        with pytest.raises(SystemExit):
+            bench.main(argv)
+        assert named in capsys.readouterr().err
