@@ -107,6 +107,10 @@ def evaluation_speed(model: SimpleCNN, x: torch.Tensor, batch_sizes, repeats: in
     return out
 
 
+#: The chapters' training set: MNIST's 60,000 training images less the held-out validation split.
+FULL_TRAINING_SET = 60_000 - VALIDATION_SIZE
+
+
 def step_flops_per_image(batch_size: int = 256) -> float:
     """Floating-point operations of one training step's forward and backward pass, per image, as
     ``torch.utils.flop_counter`` counts them: the convolutions and matrix products, which are nearly
@@ -135,6 +139,25 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, size: int = 4096, repe
         seconds = time.perf_counter() - start
         best = min(best, seconds) if attempt else best
     return 2 * size**3 / best / 1e9
+
+
+def _arithmetic(images_per_s: float, device: torch.device, precision: str, size: int) -> dict:
+    """The project step's arithmetic rate against a large matrix product's in the same precision on
+    the same hardware, and what a full model (the chapters' 54,000 images x 5 epochs) costs at each."""
+    flops = step_flops_per_image()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    out = {"flops_per_image": flops, "step_gflops": images_per_s * flops / 1e9,
+           "matmul_gflops": matmul_rate(device, dtype, size)}
+    out["share_of_matmul"] = out["step_gflops"] / out["matmul_gflops"]
+    n_full, epochs = FULL_TRAINING_SET, TrainConfig().epochs
+    full = n_full * epochs * flops / 1e9
+    print(f"arithmetic           : {flops / 1e6:.1f} MFLOP an image (forward and backward); the project step "
+          f"runs {out['step_gflops']:.0f} GFLOP/s, {out['share_of_matmul']:.0%} of a {size} x {size} "
+          f"{precision} matrix product on this hardware ({out['matmul_gflops']:.0f} GFLOP/s)")
+    print(f"a full model         : {full / 1e3:.2f} TFLOP ({n_full:,} images x {epochs} epochs): "
+          f"{full / out['step_gflops']:.0f} s at the project step, {full / out['matmul_gflops']:.0f} s at the "
+          f"matrix product's rate")
+    return out
 
 
 #: Where fewer epochs would show first: chapter 01's scarcest poison rates and its default, chapter
@@ -189,9 +212,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--compare-epochs", type=int, nargs="+", metavar="E",
                         help="instead of timing, train EPOCH_STUDY's settings at each E and compare")
     args = parser.parse_args(argv)
-    n_full = 60_000 - VALIDATION_SIZE
-    if args.n_train is not None and not 1 <= args.n_train <= n_full:
-        parser.error(f"--n-train: must be between 1 and {n_full:,} (the training images), got {args.n_train}")
+    if args.n_train is not None and not 1 <= args.n_train <= FULL_TRAINING_SET:
+        parser.error(f"--n-train: must be between 1 and {FULL_TRAINING_SET:,} (the training images), "
+                     f"got {args.n_train}")
     if args.epochs < 1:
         parser.error(f"--epochs: must be >= 1, got {args.epochs}")
     if args.matmul_size < 1:
@@ -239,25 +262,6 @@ def main(argv=None) -> dict:
         print(f"evaluation, batch {batch_size:5d}: {row['images_per_s']:8.0f} images/s"
               f"{'' if row['same_predictions'] else '  (predictions differ!)'}")
     return result
-
-
-def _arithmetic(images_per_s: float, device: torch.device, precision: str, size: int) -> dict:
-    """The project step's arithmetic rate against a large matrix product's in the same precision on
-    the same hardware, and what a full model (the chapters' 54,000 images x 5 epochs) costs at each."""
-    flops = step_flops_per_image()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    out = {"flops_per_image": flops, "step_gflops": images_per_s * flops / 1e9,
-           "matmul_gflops": matmul_rate(device, dtype, size)}
-    out["share_of_matmul"] = out["step_gflops"] / out["matmul_gflops"]
-    n_full, epochs = 60_000 - VALIDATION_SIZE, TrainConfig().epochs  # MNIST's training images less validation
-    full = n_full * epochs * flops / 1e9
-    print(f"arithmetic           : {flops / 1e6:.1f} MFLOP an image (forward and backward); the project step "
-          f"runs {out['step_gflops']:.0f} GFLOP/s, {out['share_of_matmul']:.0%} of a {size} x {size} "
-          f"{precision} matrix product on this hardware ({out['matmul_gflops']:.0f} GFLOP/s)")
-    print(f"a full model         : {full / 1e3:.2f} TFLOP ({n_full:,} images x {epochs} epochs): "
-          f"{full / out['step_gflops']:.0f} s at the project step, {full / out['matmul_gflops']:.0f} s at the "
-          f"matrix product's rate")
-    return out
 
 
 if __name__ == "__main__":
