@@ -143,7 +143,7 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, size: int = 4096, repe
 
 def _arithmetic(images_per_s: float, device: torch.device, precision: str, size: int) -> dict:
     """The project step's arithmetic rate against a large matrix product's in the same precision on
-    the same hardware, and what a full model (the chapters' 54,000 images x 5 epochs) costs at each."""
+    the same hardware, and what a full model (FULL_TRAINING_SET images x 5 epochs, as in the chapters) costs at each."""
     flops = step_flops_per_image()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     out = {"flops_per_image": flops, "step_gflops": images_per_s * flops / 1e9,
@@ -204,7 +204,7 @@ def speedup_target(result: dict) -> str:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-train", type=int, default=None, help="training images (default: all 54,000)")
+    parser.add_argument("--n-train", type=int, default=None, help=f"training images (default: all {FULL_TRAINING_SET:,})")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--matmul-size", type=int, default=4096,

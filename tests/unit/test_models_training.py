@@ -285,3 +285,6 @@ def test_the_bench_refuses_bad_arguments_before_loading_or_training_anything(mon
         with pytest.raises(SystemExit):
             bench.main(argv)
         assert named in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the help states the same range the check enforces
+        bench.main(["--help"])
+    assert "(default: all 54,000)" in " ".join(capsys.readouterr().out.split())
