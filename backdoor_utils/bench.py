@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import MALLOC_TUNED
+from .checks import integer, list_of
 from .data import VALIDATION_SIZE, load_splits
 from .experiments import Experiment, run_attack
 from .metrics import clean_accuracy
@@ -143,7 +144,7 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, size: int = 4096, repe
 
 def _arithmetic(images_per_s: float, device: torch.device, precision: str, size: int) -> dict:
     """The project step's arithmetic rate against a large matrix product's in the same precision on
-    the same hardware, and what a full model (FULL_TRAINING_SET images x 5 epochs, as in the chapters) costs at each."""
+    the same hardware, and what a full model (the chapters' FULL_TRAINING_SET x 5 epochs) costs at each."""
     flops = step_flops_per_image()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     out = {"flops_per_image": flops, "step_gflops": images_per_s * flops / 1e9,
@@ -212,16 +213,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--compare-epochs", type=int, nargs="+", metavar="E",
                         help="instead of timing, train EPOCH_STUDY's settings at each E and compare")
     args = parser.parse_args(argv)
-    if args.n_train is not None and not 1 <= args.n_train <= FULL_TRAINING_SET:
-        parser.error(f"--n-train: must be between 1 and {FULL_TRAINING_SET:,} (the training images), "
-                     f"got {args.n_train}")
-    if args.epochs < 1:
-        parser.error(f"--epochs: must be >= 1, got {args.epochs}")
-    if args.matmul_size < 1:
-        parser.error(f"--matmul-size: must be >= 1, got {args.matmul_size}")
+    try:  # the project's parameter rules, before any data is loaded
+        if args.n_train is not None:
+            integer(1, FULL_TRAINING_SET)("--n-train", args.n_train)
+        integer(1)("--epochs", args.epochs)
+        integer(1)("--matmul-size", args.matmul_size)
+        if args.compare_epochs:
+            list_of(integer(1))("--compare-epochs", args.compare_epochs)
+    except ValueError as error:
+        parser.error(str(error))
     if args.compare_epochs:
-        if min(args.compare_epochs) < 1:
-            parser.error(f"--compare-epochs: every count must be >= 1, got {args.compare_epochs}")
         table = epochs_study(args.compare_epochs, args.n_train)
         wide = table.pivot(index="setting", columns="epochs", values=["clean_acc", "asr"])
         wide = wide.loc[[name for name, _ in EPOCH_STUDY],

@@ -278,10 +278,12 @@ def test_the_bench_refuses_bad_arguments_before_loading_or_training_anything(mon
     from backdoor_utils import bench
 
     monkeypatch.setattr(bench, "load_splits", lambda n_train: pytest.fail("loaded data for a bad argument"))
-    for argv, named in ((["--matmul-size", "0"], "--matmul-size: must be >= 1"),
-                        (["--epochs", "0"], "--epochs: must be >= 1"),
-                        (["--n-train", "0"], "--n-train: must be between 1 and 54,000"),
-                        (["--n-train", "54001"], "--n-train: must be between 1 and 54,000")):
+    monkeypatch.setattr(bench, "epochs_study", lambda *a, **k: pytest.fail("trained for a bad argument"))
+    for argv, named in ((["--matmul-size", "0"], "--matmul-size: must be an integer >= 1, got 0"),
+                        (["--epochs", "0"], "--epochs: must be an integer >= 1, got 0"),
+                        (["--n-train", "0"], "--n-train: must be an integer >= 1 and <= 54000, got 0"),
+                        (["--n-train", "54001"], "--n-train: must be an integer >= 1 and <= 54000, got 54001"),
+                        (["--compare-epochs", "5", "0"], "--compare-epochs[1]: must be an integer >= 1, got 0")):
         with pytest.raises(SystemExit):
             bench.main(argv)
         assert named in capsys.readouterr().err
