@@ -37,7 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import MALLOC_TUNED
 from .checks import integer, list_of
-from .data import VALIDATION_SIZE, load_splits
+from .data import TRAINING_SIZE, load_splits
 from .experiments import Experiment, run_attack
 from .metrics import clean_accuracy
 from .models import SimpleCNN
@@ -109,7 +109,6 @@ def evaluation_speed(model: SimpleCNN, x: torch.Tensor, batch_sizes, repeats: in
 
 
 #: The chapters' training set: MNIST's 60,000 training images less the held-out validation split.
-FULL_TRAINING_SET = 60_000 - VALIDATION_SIZE
 
 
 def step_flops_per_image(batch_size: int = 256) -> float:
@@ -144,13 +143,13 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, size: int = 4096, repe
 
 def _arithmetic(images_per_s: float, device: torch.device, precision: str, size: int) -> dict:
     """The project step's arithmetic rate against a large matrix product's in the same precision on
-    the same hardware, and what a full model (the chapters' FULL_TRAINING_SET x 5 epochs) costs at each."""
+    the same hardware, and what a full model (the chapters' TRAINING_SIZE x 5 epochs) costs at each."""
     flops = step_flops_per_image()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     out = {"flops_per_image": flops, "step_gflops": images_per_s * flops / 1e9,
            "matmul_gflops": matmul_rate(device, dtype, size)}
     out["share_of_matmul"] = out["step_gflops"] / out["matmul_gflops"]
-    n_full, epochs = FULL_TRAINING_SET, TrainConfig().epochs
+    n_full, epochs = TRAINING_SIZE, TrainConfig().epochs
     full = n_full * epochs * flops / 1e9
     print(f"arithmetic           : {flops / 1e6:.1f} MFLOP an image (forward and backward); the project step "
           f"runs {out['step_gflops']:.0f} GFLOP/s, {out['share_of_matmul']:.0%} of a {size} x {size} "
@@ -205,7 +204,7 @@ def speedup_target(result: dict) -> str:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-train", type=int, default=None, help=f"training images (default: all {FULL_TRAINING_SET:,})")
+    parser.add_argument("--n-train", type=int, default=None, help=f"training images (default: all {TRAINING_SIZE:,})")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--matmul-size", type=int, default=4096,
@@ -215,7 +214,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     try:  # the project's parameter rules, before any data is loaded
         if args.n_train is not None:
-            integer(1, FULL_TRAINING_SET)("--n-train", args.n_train)
+            integer(1, TRAINING_SIZE)("--n-train", args.n_train)
         integer(1)("--epochs", args.epochs)
         integer(1)("--matmul-size", args.matmul_size)
         if args.compare_epochs:

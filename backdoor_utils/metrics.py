@@ -12,21 +12,12 @@ from __future__ import annotations
 import torch
 from sklearn.metrics import precision_recall_fscore_support
 
-from .training import EVAL_BATCH, _prepare, predict
+from .training import predict
 
 
 def clean_accuracy(model, x_test: torch.Tensor, y_test: torch.Tensor) -> float:
     """Accuracy on clean test images."""
     return float((predict(model, x_test) == y_test).float().mean())
-
-
-@torch.inference_mode()
-def predict_proba(model, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Softmax class probabilities [N, 10] for ``x`` (on the CPU), computed in fp32."""
-    dev = next(model.parameters()).device
-    model.eval()
-    out = [model(_prepare(x[s : s + batch_size], dev)).float().softmax(1).cpu() for s in range(0, len(x), batch_size)]
-    return torch.cat(out) if out else torch.empty(0, 10)
 
 
 def non_target_mask(y: torch.Tensor, target_label: int) -> torch.Tensor:

@@ -3,7 +3,7 @@ detections and the attack x defense matrix cache, entry by entry.
 
 It knows the true poison flags and the test trigger, and uses them only to *score* what a detector
 or defense decided without them. Every cached detection and matrix cell is keyed on this module's
-source (with the attack's, the method's and the modules in :data:`CELL_SOURCES`), so the
+model's key and on the code that computes it (see :mod:`backdoor_utils.codekey`), so the
 reader-side summaries in :mod:`backdoor_utils.evaluation` can change without recomputing one.
 """
 
@@ -20,8 +20,7 @@ from .defenses import DefenderData, Measure
 from .detectors import Detector
 from .detectors.activation_clustering import ActivationClustering, ClassClustering, Detection, Reclassification
 from .detectors.strip import STRIP
-from .experiments import (CORE_SOURCES, AttackResult, cleanse, module_source, tensor_digest, train_cached,
-                          train_on_data_cached)
+from .experiments import AttackResult, cleanse, tensor_digest, train_cached, train_on_data_cached
 from .metrics import detection_scores
 
 
@@ -34,8 +33,8 @@ def training_set(result: AttackResult) -> tuple[torch.Tensor, torch.Tensor, torc
 
 
 def _cached_reclassifier(x, y, config, device):
-    """Exclusionary reclassification's model, cached like every model (keyed on its module too)."""
-    return train_on_data_cached(x, y, config, device, desc="reclassifier", sources=CORE_SOURCES + ("detectors/activation_clustering.py",))
+    """Exclusionary reclassification's model, cached like every model (keyed on its data)."""
+    return train_on_data_cached(x, y, config, device, desc="reclassifier")
 
 
 def detect_and_score(result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto") -> tuple[Detection, dict]:
@@ -75,24 +74,17 @@ def unpack_detection(payload: dict) -> tuple[Detection, dict]:
     return Detection(clusterings, reclassification), payload["scores"]
 
 
-#: Modules every cached detection depends on besides the attack's and the detector's own.
-DETECTION_SOURCES = ("scoring.py", "metrics.py", "detectors/base.py")
-#: Modules every matrix cell depends on besides the attack's and the defense's own.
-CELL_SOURCES = DETECTION_SOURCES + ("defenses/base.py",)
-
-
 def detect_cached(result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto") -> tuple[Detection, dict]:
     """:func:`detect_and_score`, cached for activation clustering under the attack's full spec,
-    the detector's parameters, the seed and the source of every module the detection runs, this
-    one included (it packs the entry): a chapter that rereads the same detection, or re-executes,
+    the model's key, the detector's parameters, the seed and the code that runs and packs the
+    detection: a chapter that rereads the same detection, or re-executes,
     recomputes nothing. Other detectors are run as they are."""
     if not isinstance(detector, ActivationClustering):
         return detect_and_score(result, detector, seed=seed, device=device)
-    spec = {"kind": "detection", **result.experiment.spec(), "detector": detector.name,
+    spec = {"kind": "detection", **result.experiment.spec(), "model": result.key, "detector": detector.name,
             "detector_params": asdict(detector), "detection_seed": seed}
-    sources = result.experiment.sources() + DETECTION_SOURCES + (module_source(detector),)
     payload, _ = train_cached(spec, lambda: pack_detection(*detect_and_score(result, detector, seed=seed, device=device)),
-                              kind="detections", sources=tuple(dict.fromkeys(sources)), device=device)
+                              kind="detections", code=(detect_and_score, pack_detection, type(detector)), device=device)
     return unpack_detection(payload)
 
 
@@ -130,14 +122,13 @@ def screen_inputs(result: AttackResult, strip: STRIP, defender: DefenderData, n_
 def screen_inputs_cached(result: AttackResult, strip: STRIP, defender: DefenderData, n_inputs: int = 1000,
                          seed: int = 0, device: str = "auto") -> Screening:
     """:func:`screen_inputs`, cached under the attack's full spec, STRIP's parameters, a hash of
-    the defender's images, ``n_inputs``, the seed and the source of every module the screening
-    runs: a chapter that re-executes screens nothing again."""
-    spec = {"kind": "screening", **result.experiment.spec(), "detector": strip.name, "detector_params": asdict(strip),
-            "defender_images": tensor_digest(defender.x_select, defender.x_tune), "n_inputs": n_inputs,
-            "screening_seed": seed}
-    sources = result.experiment.sources() + DETECTION_SOURCES + (module_source(strip),)
+    the defender's images, ``n_inputs``, the seed, the model's key and the screening's code: a
+    chapter that re-executes screens nothing again."""
+    spec = {"kind": "screening", **result.experiment.spec(), "model": result.key, "detector": strip.name,
+            "detector_params": asdict(strip), "defender_images": tensor_digest(defender.x_select, defender.x_tune),
+            "n_inputs": n_inputs, "screening_seed": seed}
     payload, _ = train_cached(spec, lambda: asdict(screen_inputs(result, strip, defender, n_inputs, seed)),
-                              kind="screenings", sources=tuple(dict.fromkeys(sources)), device=device)
+                              kind="screenings", code=(screen_inputs, type(strip)), device=device)
     return Screening(**payload)
 
 
@@ -164,12 +155,12 @@ def defense_cell(result: AttackResult, name: str, method, defender: DefenderData
 def defense_cell_cached(result: AttackResult, name: str, method, defender: DefenderData, n_tune: int,
                         seed: int = 0, device: str = "auto", strip_inputs: int = 1000) -> dict:
     """:func:`defense_cell`, cached under the attack's full spec, the defense's name and parameters,
-    the defender's data size, the seed and the source of every module involved: an interrupted
-    matrix resumes where it stopped, and a rerun recomputes nothing."""
+    the defender's data (its size and a hash of its images), the seed, the model's key and the
+    cell's code: an interrupted matrix resumes where it stopped, and a rerun recomputes nothing."""
     params = asdict(method) if is_dataclass(method) else repr(method)
-    spec = {"kind": "matrix_cell", **result.experiment.spec(), "defense": name, "defense_params": params,
-            "n_tune": n_tune, "cell_seed": seed, "strip_inputs": strip_inputs}
-    sources = result.experiment.sources() + CELL_SOURCES + (module_source(method),)
+    spec = {"kind": "matrix_cell", **result.experiment.spec(), "model": result.key, "defense": name,
+            "defense_params": params, "n_tune": n_tune, "defender_data": tensor_digest(*vars(defender).values()),
+            "cell_seed": seed, "strip_inputs": strip_inputs}
     cell, _ = train_cached(spec, lambda: defense_cell(result, name, method, defender, seed, device, strip_inputs),
-                           kind="matrix_cells", sources=tuple(dict.fromkeys(sources)), device=device)
+                           kind="matrix_cells", code=(defense_cell, type(method)), device=device)
     return cell

@@ -18,9 +18,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .codekey import keyed_elsewhere
 from .models import SimpleCNN
 
 
+@keyed_elsewhere("the device type, in every key")
 def resolve_device(device: str = "auto") -> torch.device:
     """"auto" -> CUDA when present, else CPU."""
     if device == "auto":
@@ -28,6 +30,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+@keyed_elsewhere("the training precision, in every key")
 @functools.lru_cache(maxsize=None)
 def bf16_native(device_type: str) -> bool:
     """True when ``device_type`` computes bf16 in hardware (checked, not assumed).
@@ -147,23 +150,32 @@ def train_model(
 
 
 @torch.inference_mode()
+def batch_outputs(fn, x: torch.Tensor, device: torch.device, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """``fn`` (a model's forward pass, or the output of one of its layers) on ``x`` in batches of
+    ``batch_size`` on ``device``, channels-last, gathered as one fp32 tensor on the CPU."""
+    out = [fn(_prepare(x[s : s + batch_size], device)).float().cpu() for s in range(0, len(x), batch_size)]
+    return torch.cat(out)
+
+
 def predict(model: SimpleCNN, x: torch.Tensor, batch_size: int = EVAL_BATCH, device: str = "auto") -> torch.Tensor:
     """Predicted labels for ``x`` (on the CPU), computed in fp32."""
+    if not len(x):
+        return torch.empty(0, dtype=torch.long)
     dev = next(model.parameters()).device if device == "auto" else resolve_device(device)
-    model.eval()
-    out = []
-    for start in range(0, len(x), batch_size):
-        out.append(model(_prepare(x[start : start + batch_size], dev)).float().argmax(1).cpu())
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+    return batch_outputs(model.eval(), x, dev, batch_size).argmax(1)
 
 
-@torch.inference_mode()
+def predict_proba(model: SimpleCNN, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """Softmax class probabilities [N, 10] for ``x`` (on the CPU), computed in fp32."""
+    if not len(x):
+        return torch.empty(0, 10)
+    return batch_outputs(model.eval(), x, next(model.parameters()).device, batch_size).softmax(1)
+
+
 def activations(model: SimpleCNN, x: torch.Tensor, layer: str = "penultimate", batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """Float32 activations of ``layer``: "penultimate" [N,128], "last_conv" [N,64,14,14] or "conv"
     (the pooled, unmasked conv features the head reads, [N,64,7,7])."""
-    dev = next(model.parameters()).device
     fn = {"penultimate": model.penultimate_activations, "last_conv": model.last_conv_activations,
           "conv": model.conv_features}[layer]
     model.eval()
-    out = [fn(_prepare(x[s : s + batch_size], dev)).float().cpu() for s in range(0, len(x), batch_size)]
-    return torch.cat(out)
+    return batch_outputs(fn, x, next(model.parameters()).device, batch_size)

@@ -41,8 +41,8 @@ def _m(name, module, original, broken, *tests):
 MUTANTS = [
     # attacks and poisoning
     _m("dirty-label poisons the target class too", "attacks/base.py",
-       "candidates = torch.nonzero(y != target_label).flatten()\n    return _draw",
-       "candidates = torch.arange(len(y))\n    return _draw", "test_triggers_poisoning_metrics.py"),
+       "candidates = torch.nonzero(y != target_label).flatten()\n    return draw_samples",
+       "candidates = torch.arange(len(y))\n    return draw_samples", "test_triggers_poisoning_metrics.py"),
     _m("dirty-label does not relabel", "attacks/base.py", "        y_out[idx] = new_label\n", "        pass\n",
        "test_triggers_poisoning_metrics.py"),
     _m("clean-label poisons other classes", "attacks/base.py",

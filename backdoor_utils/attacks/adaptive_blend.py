@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..checks import open_unit, positive
-from .base import Attack, PoisonedDataset, _draw, choose_poison_indices, register
+from .base import Attack, PoisonedDataset, draw_samples, choose_poison_indices, register
 from .blended import BlendedTrigger
 
 GRID = 4  # pieces per side: 16 pieces of 7 x 7 pixels
@@ -58,7 +58,7 @@ class AdaptiveBlend(Attack):
         poisons = choose_poison_indices(y, target_label, poison_rate, seed)
         others = torch.ones(len(y), dtype=torch.bool)
         others[poisons] = False
-        covers = _draw(torch.nonzero(others).flatten(), round(self.cover_ratio * len(poisons)), seed + 1,
+        covers = draw_samples(torch.nonzero(others).flatten(), round(self.cover_ratio * len(poisons)), seed + 1,
                        "images left for cover")
         key = BlendedTrigger(alpha=self.adaptive_alpha).key()
         g = torch.Generator().manual_seed(seed + 2)

@@ -13,6 +13,8 @@ from typing import ClassVar
 
 import torch
 
+from ..codekey import keyed_elsewhere
+
 # --- poisoned training sets ---------------------------------------------------------------------
 
 
@@ -30,7 +32,9 @@ class PoisonedDataset:
         return int(self.is_poison.sum())
 
 
-def _draw(candidates: torch.Tensor, n_poison: int, seed: int, what: str) -> torch.Tensor:
+def draw_samples(candidates: torch.Tensor, n_poison: int, seed: int, what: str) -> torch.Tensor:
+    """``n_poison`` of the indices ``candidates``, drawn seeded without replacement, sorted
+    (``what`` names the candidates in the error when too few exist)."""
     if n_poison > len(candidates):
         raise ValueError(f"poison_rate: asks for {n_poison} poisons but only {len(candidates)} {what} exist")
     g = torch.Generator().manual_seed(seed)
@@ -41,7 +45,7 @@ def choose_poison_indices(y: torch.Tensor, target_label: int, poison_rate: float
     """Dirty-label choice: ``round(poison_rate * N)`` samples (at least 1) drawn, seeded, from those
     whose label is not ``target_label`` (relabelling a target-class image would teach nothing)."""
     candidates = torch.nonzero(y != target_label).flatten()
-    return _draw(candidates, max(1, round(poison_rate * len(y))), seed, "non-target samples")
+    return draw_samples(candidates, max(1, round(poison_rate * len(y))), seed, "non-target samples")
 
 
 def _stamped(x, y, idx, trigger, new_label) -> PoisonedDataset:
@@ -68,11 +72,17 @@ def clean_label(x, y, trigger, target_label: int, poison_rate: float, seed: int 
     """Clean-label poisoning: ``poison_rate`` of the *target class's* images (at least 1) stamped with
     ``trigger``; every label is kept, so no training image is mislabelled."""
     candidates = torch.nonzero(y == target_label).flatten()
-    idx = _draw(candidates, max(1, round(poison_rate * len(candidates))), seed, "target-class samples")
+    idx = draw_samples(candidates, max(1, round(poison_rate * len(candidates))), seed, "target-class samples")
     return _stamped(x, y, idx, trigger, None)
 
 
 POLICIES = {"dirty-label": dirty_label, "clean-label": clean_label}
+
+
+@keyed_elsewhere("an experiment's keys read its attack's policy function itself (Experiment.code)")
+def policy_function(policy: str):
+    """The poisoning function of ``policy`` ("dirty-label" or "clean-label")."""
+    return POLICIES[policy]
 
 
 # --- the attack protocol -------------------------------------------------------------------------
@@ -114,7 +124,7 @@ class Attack:
         :meth:`trigger`; a hook-stamped attack flags without stamping unless given one)."""
         if trigger is None and not self.stamps_during_training:
             trigger = self.trigger(seed)
-        return POLICIES[self.policy](x, y, trigger, target_label, poison_rate, seed)
+        return policy_function(self.policy)(x, y, trigger, target_label, poison_rate, seed)
 
     def training_hook(self, poisoned: PoisonedDataset, seed: int = 0):
         """A :class:`~backdoor_utils.training.TrainingHook` that takes part in training, or None."""
@@ -130,6 +140,7 @@ class Attack:
 REGISTRY: dict[str, type[Attack]] = {}
 
 
+@keyed_elsewhere("it only files the class by name; each attack's class is a root of its own keys")
 def register(cls: type[Attack]) -> type[Attack]:
     """Class decorator: make ``cls`` available by its ``name``."""
     if not cls.name or cls.name == "none":

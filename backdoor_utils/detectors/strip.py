@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..checks import integer, open_unit
-from ..metrics import predict_proba
+from ..training import predict_proba
 from .base import Detector, register
 
 

@@ -45,7 +45,7 @@ def test_a_new_attack_is_one_module_and_runs_end_to_end(tmp_path, monkeypatch):
     assert result.poisoned.n_poison == 200 and (result.poisoned.y[result.poisoned.is_poison] == 0).all()
     assert torch.equal(result.poisoned.x[result.poisoned.is_poison], 1 - result.splits.x_train[result.poisoned.is_poison])
     assert result.asr > 0.9 and result.clean_acc > 0.5  # an inverted image is an easy trigger to learn
-    assert any(s.endswith("test_attacks.py") for s in exp.sources())  # its own source keys its models
+    assert ToyInvert in exp.code()  # its own class keys its models
     assert run_attack(exp, "cpu").from_cache  # cached like every model
     from backdoor_utils.params import validate_parameters
 
@@ -148,7 +148,7 @@ def test_every_module_imports_on_its_own_in_a_fresh_interpreter():
 
 
 LAYERS = {  # a module may import its own layer and the layers below it
-    "core": ("__init__", "runtime", "data", "models", "training", "metrics", "cache", "checks", "registry"),
+    "core": ("__init__", "runtime", "data", "models", "training", "metrics", "cache", "codekey", "checks", "registry"),
     "methods": ("attacks", "detectors", "defenses"),
     "orchestration": ("experiments", "scoring", "evaluation", "verdicts", "params"),
     "tooling": ("cli", "site", "sphinx_glue", "bench", "notebooks", "plotting", "__main__"),

@@ -157,13 +157,14 @@ def test_matrix_cells_are_cached_per_attack_defense_parameters_and_seed(monkeypa
         return {"value": 0.25 * len(computed), "frr": 0.01}
 
     monkeypatch.setattr(scoring, "defense_cell", cell)
-    result = SimpleNamespace(experiment=Experiment("patch", n_train=1000, epochs=1))
+    result = SimpleNamespace(experiment=Experiment("patch", n_train=1000, epochs=1), key="model-a")
     strip = detectors.get("strip", n_overlays=10)
+    defender = SimpleNamespace(x_select=torch.zeros(4, 1, 28, 28), x_tune=torch.ones(4, 1, 28, 28))
 
     def run(method=strip, seed=0, experiment=None):
-        if experiment is not None:
-            result.experiment = experiment
-        return scoring.defense_cell_cached(result, "strip", method, None, 500, seed, "cpu", 100)
+        if experiment is not None:  # another model: another key
+            result.experiment, result.key = experiment, "model-b"
+        return scoring.defense_cell_cached(result, "strip", method, defender, 500, seed, "cpu", 100)
 
     first = run()
     assert run() == first == {"value": 0.25, "frr": 0.01} and len(computed) == 1  # from the cache
@@ -188,7 +189,7 @@ def test_strip_screenings_are_cached_per_attack_parameters_defender_images_and_s
         return scoring.Screening(torch.tensor([2.5, 3.0]), torch.tensor([0.25]), 0.5, 0.0, 1.0, 0.75)
 
     monkeypatch.setattr(scoring, "screen_inputs", screen)
-    result = SimpleNamespace(experiment=Experiment("patch", n_train=1000, epochs=1))
+    result = SimpleNamespace(experiment=Experiment("patch", n_train=1000, epochs=1), key="model-a")
     defender = SimpleNamespace(x_select=torch.zeros(4, 1, 28, 28), x_tune=torch.ones(4, 1, 28, 28))
     strip = detectors.get("strip", n_overlays=10)
 
@@ -253,7 +254,7 @@ def test_activation_clustering_detections_are_cached_per_attack_detector_and_see
         return _detection()
 
     monkeypatch.setattr(scoring, "detect_and_score", detect)
-    result = SimpleNamespace(experiment=Experiment("patch", n_train=1000, epochs=1))
+    result = SimpleNamespace(experiment=Experiment("patch", n_train=1000, epochs=1), key="model-a")
     ac = detectors.get("activation_clustering")
     found, scores = scoring.detect_cached(result, ac, seed=0, device="cpu")
     again, _ = scoring.detect_cached(result, ac, seed=0, device="cpu")

@@ -174,7 +174,7 @@ def test_evaluation_gives_the_same_numbers_at_any_batch_size():
     # EVAL_BATCH was chosen for speed alone: predictions, probabilities and activations must not
     # depend on it (a last, partial batch included)
     from backdoor_utils.bench import evaluation_speed
-    from backdoor_utils.metrics import predict_proba
+    from backdoor_utils.training import predict_proba
     from backdoor_utils.training import EVAL_BATCH
 
     torch.manual_seed(0)

@@ -101,7 +101,8 @@ def test_retraining_without_flagged_images_trains_on_all_the_others(monkeypatch,
     x, y = _coded(50, 0.5), torch.arange(50) % 10
     remove = torch.zeros(50, dtype=torch.bool)
     remove[[3, 17, 18, 40]] = True
-    result = SimpleNamespace(experiment=Experiment("patch", n_train=50, epochs=1), poisoned=SimpleNamespace(x=x, y=y))
+    result = SimpleNamespace(experiment=Experiment("patch", n_train=50, epochs=1), poisoned=SimpleNamespace(x=x, y=y),
+                             key="model-a")
     experiments.retrain_without(result, remove, "cpu")
     assert torch.equal(seen["x"], x[~remove]) and torch.equal(seen["y"], y[~remove])
 
