@@ -57,10 +57,22 @@ def _unwrap(obj):
     return inspect.unwrap(obj) if callable(obj) else obj
 
 
+class _Messages(ast.NodeTransformer):
+    """The text of an error message (a raised exception's strings) as one placeholder."""
+
+    def visit_Constant(self, node):
+        return ast.Constant(value="message") if isinstance(node.value, str) else node
+
+    def visit_JoinedStr(self, node):
+        return ast.Constant(value="message")
+
+
 def _strip(tree: ast.AST) -> ast.AST:
-    """Drop docstrings, type annotations of arguments and return values (they compute nothing)
-    and the definition's own name (a rename keeps the digest)."""
+    """Drop docstrings, error messages' wording, type annotations of arguments and return values
+    (they compute nothing) and the definition's own name (a rename keeps the digest)."""
     for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            node.exc = _Messages().visit(node.exc)
         if isinstance(node, ast.arg):
             node.annotation = None
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -211,7 +223,7 @@ def _digest_one(obj, stack: list | None = None) -> str:
     obj = _unwrap(obj)
     reason = reason or getattr(obj, "__keyed_elsewhere__", None)
     if reason is not None:
-        return f"keyed elsewhere: {reason}"
+        return "keyed elsewhere"  # the reason is for the reader: rewording it re-keys nothing
     if _trace is not None and obj not in _trace:
         _trace.append(obj)
     if obj in _memo:

@@ -2,8 +2,11 @@
 
 import importlib.util
 import itertools
+import os
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +23,8 @@ SCALE = 3
 
 
 def _helper(x):
+    if x is None:
+        raise ValueError(f"x: must be a tensor, got {x!r}")
     return x * SCALE
 
 
@@ -37,24 +42,15 @@ def unrelated():
 
 
 def load(source: str):
-    """``source`` as a module inside the package (so its names are followed like the package's)."""
-    name = f"{codekey.PACKAGE}._codekey_test_{next(_count)}"
-    path = codekey.__file__.replace("codekey.py", f"{name.rsplit('.', 1)[1]}.py")
-    with open(path, "w") as handle:
-        handle.write(textwrap.dedent(source))
-    try:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        codekey._source_of(module.compute) if hasattr(module, "compute") else None  # read while the file exists
-        for value in vars(module).values():
-            if getattr(value, "__module__", None) == name:
-                codekey._source_of(value)
-    finally:
-        import os
-
-        os.remove(path)
+    """``source`` as a module named inside the package (so its names are followed like the
+    package's), from a file of its own."""
+    name = f"{codekey.PACKAGE}._codekey_test_{os.getpid()}_{next(_count)}"
+    path = Path(tempfile.mkdtemp()) / f"{name.rsplit('.', 1)[1]}.py"
+    path.write_text(textwrap.dedent(source))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
     return module
 
 
@@ -73,13 +69,15 @@ def digest(source: str, name: str = "compute") -> str:
     lambda s: s.replace("SCALE", "FACTOR"),
     # an unrelated function edited, and a new one added
     lambda s: s.replace("return 42", "return 43") + "\n\ndef more():\n    return 1\n",
+    # an error message reworded
+    lambda s: s.replace('f"x: must be a tensor, got {x!r}"', '"x: a tensor is needed"'),
     # the library imported another way
     lambda s: s.replace("import torch.nn.functional as F", "from torch.nn import functional as F"),
     # the function's own name
     lambda s: s.replace("def compute(", "def compute_total(") + "\ncompute = compute_total\n",
     # a path constant (clones differ) that the code reads
     lambda s: s.replace('"/somewhere"', '"/elsewhere"').replace("return F.relu(total)", "ROOT\n    return F.relu(total)"),
-], ids=["layout", "docstring", "private-rename", "constant-rename", "unrelated-edit", "import-style", "own-name",
+], ids=["layout", "docstring", "private-rename", "constant-rename", "unrelated-edit", "message", "import-style", "own-name",
         "path-value"])
 def test_a_refactor_that_cannot_change_a_number_keeps_the_digest(refactor):
     before = BASE.replace("return F.relu(total)", "ROOT\n    return F.relu(total)") if "ROOT\n" in refactor(BASE) else BASE
@@ -142,6 +140,7 @@ def test_a_function_keyed_elsewhere_is_left_out():
         return fetch()
     '''
     assert digest(marked.replace('"downloaded"', '"fetched another way"')) == digest(marked)
+    assert digest(marked.replace("its result's hash", "reworded")) == digest(marked)
 
 
 def test_roots_outside_the_package_are_read_by_their_source():
