@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 data/MNIST/raw/.verified: $(STAMP)
-	$(BIN)/python -m backdoor_utils.data
+	$(BIN)/python -m backdoor_utils.core.data
 	touch $@
 
 test: setup browser-tools
@@ -56,10 +56,10 @@ book: setup
 	  $(BIN)/jupyter-book build . -W --keep-going; status=$$?; kill $$follow; exit $$status
 
 pdf: book browser-tools
-	$(BIN)/python -m backdoor_utils.site pdf
+	$(BIN)/python -m backdoor_utils.tooling.browser pdf
 
 browser-check: book browser-tools
-	$(BIN)/python -m backdoor_utils.site check
+	$(BIN)/python -m backdoor_utils.tooling.browser check
 
 # Debian's chromium (driven by Playwright, never downloaded) and poppler-utils (reads the PDF).
 browser-tools:
@@ -77,7 +77,7 @@ format: setup
 	$(BIN)/python -m black --line-length 88 --ipynb notebooks
 
 bench: setup
-	$(BIN)/python -m backdoor_utils.bench
+	$(BIN)/python -m backdoor_utils.tooling.bench
 
 clean:
 	rm -rf _build runs

@@ -1,6 +1,6 @@
 """backdoor_utils: the helper package of backdoor-book (backdoor attacks, detection and defenses on MNIST)."""
 
-from .runtime import tune_malloc
+from .core.runtime import tune_malloc
 
 __version__ = "0.1.0"
 

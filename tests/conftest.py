@@ -9,7 +9,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 # torch, and every kernel it starts for a chapter (OMP_NUM_THREADS is inherited), gets its share
 # instead of all of them - two 2-thread jobs on 2 cores run 3-5x slower than one.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
-    from backdoor_utils.runtime import threads_per_worker
+    from backdoor_utils.core.runtime import threads_per_worker
 
     _threads = threads_per_worker(int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     os.environ["OMP_NUM_THREADS"] = str(_threads)
@@ -28,7 +28,7 @@ def require_xdist_group(request, group: str, how: str) -> None:
 
 @pytest.fixture(scope="session")
 def splits():
-    from backdoor_utils.data import load_splits
+    from backdoor_utils.core.data import load_splits
 
     return load_splits(n_train=2000)
 

@@ -5,9 +5,7 @@ A new attack is one module: a frozen dataclass subclassing :class:`~.base.Attack
 """
 
 from . import adaptive_blend, blended, blur, learned, noise, patch, sig, wanet  # noqa: F401  (registers the built-in attacks)
-from .base import (POLICIES, REGISTRY, Attack, PoisonedDataset, choose_poison_indices, clean_label, dirty_label, get,
-                   policy_function,
-                   names, parameter_rules, register)
+from .base import POLICIES, REGISTRY, Attack, PoisonedDataset, choose_poison_indices, clean_label, dirty_label, get, policy_function, names, parameter_rules, register
 
 __all__ = ["Attack", "POLICIES", "PoisonedDataset", "REGISTRY", "choose_poison_indices", "clean_label", "dirty_label", "policy_function",
            "get", "names", "parameter_rules", "register"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checks import open_unit, positive
+from ..core.checks import open_unit, positive
 from .base import Attack, PoisonedDataset, draw_samples, choose_poison_indices, register
 from .blended import BlendedTrigger
 

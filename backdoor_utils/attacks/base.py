@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import torch
 
-from ..codekey import keyed_elsewhere
+from ..core.codekey import keyed_elsewhere
 
 # --- poisoned training sets ---------------------------------------------------------------------
 

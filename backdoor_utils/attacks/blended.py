@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..checks import open_unit
+from ..core.checks import open_unit
 from .base import Attack, register
 
 

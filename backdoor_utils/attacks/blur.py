@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..checks import odd_kernel, positive
+from ..core.checks import odd_kernel, positive
 from .base import Attack, register
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..checks import positive
+from ..core.checks import positive
 from .base import Attack, PoisonedDataset, register
 from .patch import PATCH_SIZE, PatchTrigger
 

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..checks import positive
+from ..core.checks import positive
 from .base import Attack, register
 
 

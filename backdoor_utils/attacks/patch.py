@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..checks import integer
+from ..core.checks import integer
 from .base import Attack, register
 
 #: the check of ``patch_size`` (shared by every patch-shaped attack)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..checks import integer, positive
+from ..core.checks import integer, positive
 from .base import Attack, register
 
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from ..checks import integer, positive
+from ..core.checks import integer, positive
 from .base import Attack, PoisonedDataset, register
 
 

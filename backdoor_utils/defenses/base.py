@@ -12,11 +12,11 @@ from typing import ClassVar
 
 import torch
 
-from ..data import Splits
-from ..metrics import attack_success_rate, clean_accuracy, non_target_mask
-from ..models import SimpleCNN
-from ..registry import Registry, check_rules
-from ..training import activations, predict
+from ..core.data import Splits
+from ..core.metrics import attack_success_rate, clean_accuracy, non_target_mask
+from ..core.models import SimpleCNN
+from ..core.registry import Registry, check_rules
+from ..core.training import activations, predict
 
 
 @dataclass(frozen=True)

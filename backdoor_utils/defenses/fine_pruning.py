@@ -12,9 +12,9 @@ import torch
 from torch.nn.utils import prune
 from tqdm.auto import tqdm
 
-from ..checks import integer, positive
-from ..models import SimpleCNN
-from ..training import TrainConfig, activations, train_model
+from ..core.checks import integer, positive
+from ..core.models import SimpleCNN
+from ..core.training import TrainConfig, activations, train_model
 from .base import DefenderData, Defense, Repair, SharedConvMetrics, register
 
 

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..checks import integer, positive
-from ..models import SimpleCNN
-from ..training import EVAL_BATCH, TrainConfig, predict, train_model
+from ..core.checks import integer, positive
+from ..core.models import SimpleCNN
+from ..core.training import EVAL_BATCH, TrainConfig, predict, train_model
 from .base import DefenderData, Defense, Repair, register
 
 

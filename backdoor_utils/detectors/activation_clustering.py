@@ -18,8 +18,8 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA, FastICA
 from sklearn.metrics import silhouette_score
 
-from ..checks import choice, integer, open_unit, positive, silhouette
-from ..training import TrainConfig, activations, predict, train_model
+from ..core.checks import choice, integer, open_unit, positive, silhouette
+from ..core.training import TrainConfig, activations, predict, train_model
 from .base import Detector, register
 
 

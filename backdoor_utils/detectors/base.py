@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import torch
 
-from ..registry import Registry, check_rules
+from ..core.registry import Registry, check_rules
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..checks import open_unit
-from ..training import activations
+from ..core.checks import open_unit
+from ..core.training import activations
 from .base import Detector, register
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checks import integer, open_unit
-from ..training import predict_proba
+from ..core.checks import integer, open_unit
+from ..core.training import predict_proba
 from .base import Detector, register
 
 

@@ -16,8 +16,9 @@ matrix's bookkeeping are checked here.
 
 import pytest
 
-from backdoor_utils.cli import execute
-from backdoor_utils.notebooks import HEADLINE_METRICS, computed_with, image_outputs, plotting_cells
+from backdoor_utils.tooling.cli import execute
+from backdoor_utils.tooling.chapters import HEADLINE_METRICS, image_outputs, plotting_cells
+from backdoor_utils.tooling.sentences import computed_with
 from tests.conftest import require_xdist_group
 from tests.notebooks.test_static import ROOT
 

@@ -6,7 +6,7 @@ A failing assertion here is a missed target: report it with the measured number.
 
 import pytest
 
-from backdoor_utils.cli import execute
+from backdoor_utils.tooling.cli import execute
 from tests.notebooks.test_static import ROOT
 
 pytestmark = pytest.mark.full

@@ -97,7 +97,7 @@ def test_every_quoted_glue_name_is_published_by_its_notebook(where, notebook, na
 
 
 def test_headline_metrics_are_glued_by_their_chapters():
-    from backdoor_utils.notebooks import HEADLINE_METRICS
+    from backdoor_utils.tooling.chapters import HEADLINE_METRICS
 
     for stem, names in HEADLINE_METRICS.items():
         patterns = glue_names(ROOT / "notebooks" / f"{stem}.ipynb")

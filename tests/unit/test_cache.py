@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from backdoor_utils import cache
+from backdoor_utils.core import cache
 
 
 def test_atomic_write_leaves_old_file_intact_on_failure(tmp_path, monkeypatch):
@@ -27,7 +27,7 @@ def test_cache_key_depends_on_every_field():
 
 
 def test_cache_miss_then_hit(tmp_path, monkeypatch):
-    from backdoor_utils import experiments
+    from backdoor_utils.orchestration import experiments
 
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
     calls = []
@@ -46,7 +46,7 @@ def test_cache_miss_then_hit(tmp_path, monkeypatch):
 def test_every_computed_entry_gets_a_line_in_the_log_with_its_time_and_a_loaded_one_none(tmp_path, monkeypatch):
     import time
 
-    from backdoor_utils import experiments
+    from backdoor_utils.orchestration import experiments
 
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
     spec = {"kind": "attack", "attack": "patch", "poison_rate": 0.01, "seed": 3}
@@ -82,7 +82,7 @@ def test_an_unwritable_log_costs_no_computed_entry(tmp_path):
 
 
 def test_a_reloaded_model_keeps_its_measured_accuracy_and_asr_without_evaluating_again(tmp_path, monkeypatch):
-    from backdoor_utils import experiments
+    from backdoor_utils.orchestration import experiments
 
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
     exp = experiments.Experiment("patch", n_train=600, epochs=1, poison_rate=0.1, patch_size=3)
@@ -104,7 +104,7 @@ def test_a_reloaded_model_keeps_its_measured_accuracy_and_asr_without_evaluating
 
 
 def test_a_tensor_digest_changes_with_any_value_and_with_where_one_tensor_ends():
-    from backdoor_utils import experiments
+    from backdoor_utils.orchestration import experiments
 
     # the key of a retraining (the flags it removed), of a model trained on given data (images,
     # labels) and of a reversal (the clean images it used)
@@ -136,7 +136,7 @@ def test_cache_refuses_arbitrary_pickles(tmp_path):
 
 
 def test_an_edit_to_the_metrics_evaluates_a_cached_model_again_without_retraining_it(tmp_path, monkeypatch):
-    from backdoor_utils import experiments
+    from backdoor_utils.orchestration import experiments
 
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
     evaluated = []
@@ -155,8 +155,8 @@ def test_an_edit_to_the_metrics_evaluates_a_cached_model_again_without_retrainin
 
 
 def test_cache_key_changes_with_precision_device_and_torch_version(monkeypatch):
-    from backdoor_utils import experiments
-    from backdoor_utils.training import bf16_native
+    from backdoor_utils.orchestration import experiments
+    from backdoor_utils.core.training import bf16_native
 
     def key(**kw):
         bf16_native.cache_clear()
@@ -175,7 +175,7 @@ def test_cache_key_changes_with_precision_device_and_torch_version(monkeypatch):
 
 def test_cache_key_changes_with_the_cpu_thread_count():
     # measured: one epoch on 4,000 images with 1 vs 2 threads differs by up to 7e-7 per weight
-    from backdoor_utils import experiments
+    from backdoor_utils.orchestration import experiments
 
     threads = torch.get_num_threads()
     try:
@@ -190,7 +190,7 @@ def test_cache_key_changes_with_the_cpu_thread_count():
 
 def test_experiment_spec_carries_the_attacks_full_spec():
     from backdoor_utils import attacks
-    from backdoor_utils.experiments import Experiment
+    from backdoor_utils.orchestration.experiments import Experiment
 
     for attack in attacks.names():
         exp = Experiment(attack=attack)
@@ -205,10 +205,10 @@ def test_experiment_spec_carries_the_attacks_full_spec():
 
 
 def test_an_attacks_own_class_keys_its_models_and_only_its_models():
-    from backdoor_utils import experiments
+    from backdoor_utils.orchestration import experiments
     from backdoor_utils.attacks.noise import Noise
     from backdoor_utils.attacks.patch import Patch
-    from backdoor_utils.experiments import Experiment
+    from backdoor_utils.orchestration.experiments import Experiment
 
     noise, patch = Experiment("noise"), Experiment("patch")
     assert Noise in noise.code() and Noise not in patch.code() and Patch in patch.code()

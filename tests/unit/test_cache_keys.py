@@ -16,18 +16,19 @@ from pathlib import Path
 import pytest
 
 import backdoor_utils
-from backdoor_utils import codekey, experiments, scoring
-from backdoor_utils.experiments import Experiment
+from backdoor_utils.core import codekey
+from backdoor_utils.orchestration import defend, experiments
+from backdoor_utils.orchestration.experiments import Experiment
 
 PACKAGE = Path(backdoor_utils.__file__).parent
 
 #: Every kind of cache entry, by the roots its key's code part is read from.
 ENTRIES = """
-from backdoor_utils import detectors, defenses
-from backdoor_utils.data import load_splits
+from backdoor_utils import defenses, detectors
+from backdoor_utils.core.data import load_splits
 from backdoor_utils.defenses import neural_cleanse, pack_reversed
-from backdoor_utils.experiments import Experiment, evaluate_attack, retrain_without, train_attack_model, train_on_data_cached
-from backdoor_utils.scoring import defense_cell, detect_and_score, pack_detection, screen_inputs
+from backdoor_utils.orchestration.experiments import Experiment, evaluate_attack, retrain_without, train_attack_model, train_on_data_cached
+from backdoor_utils.orchestration.defend import defense_cell, detect_and_score, pack_detection, screen_inputs
 
 def entries():
     out = {f"model {a}": (train_attack_model, *Experiment(a).code())
@@ -48,7 +49,7 @@ def entries():
 
 SCRIPT = ENTRIES + """
 import json
-from backdoor_utils.codekey import code_digest
+from backdoor_utils.core.codekey import code_digest
 print(json.dumps({name: code_digest(*roots) for name, roots in entries().items()}))
 """
 
@@ -83,7 +84,7 @@ def black(root):
 
 
 def comments(root):
-    edit(root, "training.py", "    dev = resolve_device(device)\n    if model is None:",
+    edit(root, "core/training.py", "    dev = resolve_device(device)\n    if model is None:",
          "    # a comment in the training step\n    dev = resolve_device(device)\n\n    if model is None:")
     edit(root, "attacks/base.py", "Dirty-label choice:", "Dirty-label choice (reworded):")
 
@@ -95,11 +96,11 @@ def rename_private(root):
 
 def move_function(root):
     # metrics.non_target_mask moves to training.py; metrics and its importers read it from there
-    source = (root / "backdoor_utils" / "metrics.py").read_text()
+    source = (root / "backdoor_utils" / "core" / "metrics.py").read_text()
     block = re.search(r"\ndef non_target_mask\(.*?\n\n\n", source, re.S).group(0)
-    edit(root, "metrics.py", block, "\n\n")
-    edit(root, "metrics.py", "from .training import ", "from .training import non_target_mask, ")
-    (root / "backdoor_utils" / "training.py").write_text((root / "backdoor_utils" / "training.py").read_text() + block)
+    edit(root, "core/metrics.py", block, "\n\n")
+    edit(root, "core/metrics.py", "from .training import ", "from .training import non_target_mask, ")
+    (root / "backdoor_utils" / "core" / "training.py").write_text((root / "backdoor_utils" / "core" / "training.py").read_text() + block)
 
 
 @pytest.mark.parametrize("refactor", [black, comments, rename_private, move_function])
@@ -116,11 +117,11 @@ DIRTY = MODELS - {"model none", "model sig"}
 
 @pytest.mark.parametrize("change, changed, kept", [
     # a default hyper-parameter of training: every model, and what trains one on the way
-    (lambda root: edit(root, "training.py", "max_lr: float = 3e-3", "max_lr: float = 2e-3"),
+    (lambda root: edit(root, "core/training.py", "max_lr: float = 3e-3", "max_lr: float = 2e-3"),
      MODELS | {"model on data", "retrain", "detection ac", "cell fine_pruning"},
      {"reversal", "screening", "attack metrics"}),
     # a line of the training step
-    (lambda root: edit(root, "training.py", "F.cross_entropy(model(xb), yb)", "F.cross_entropy(model(xb), yb, label_smoothing=0.1)"),
+    (lambda root: edit(root, "core/training.py", "F.cross_entropy(model(xb), yb)", "F.cross_entropy(model(xb), yb, label_smoothing=0.1)"),
      MODELS | {"model on data", "retrain", "detection ac", "cell fine_pruning"},
      {"reversal", "screening", "attack metrics"}),
     # the dirty-label poison selection: the dirty-label attacks' models only
@@ -142,7 +143,7 @@ def test_a_change_that_can_move_a_number_changes_exactly_the_keys_it_affects(cha
 def test_the_package_keys_its_entries_on_these_roots(tmp_path, monkeypatch):
     """The roots above are the ones the package uses: a model's and its metrics' saved specs carry
     the code digest of exactly these roots."""
-    from backdoor_utils import cache
+    from backdoor_utils.core import cache
 
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
     namespace = {}
@@ -153,7 +154,7 @@ def test_the_package_keys_its_entries_on_these_roots(tmp_path, monkeypatch):
     assert specs["attack"]["code"] == codekey.code_digest(*roots["model patch"])
     assert specs["attack_metrics"]["code"] == codekey.code_digest(*roots["attack metrics"])
     assert specs["attack_metrics"]["model"] == result.key
-    found = scoring.detect_cached(result, backdoor_utils.detectors.get("activation_clustering"), device="cpu")
+    found = defend.detect_cached(result, backdoor_utils.detectors.get("activation_clustering"), device="cpu")
     assert found is not None
     specs = {json.loads(p.read_text())["kind"]: json.loads(p.read_text()) for p in tmp_path.rglob("*.json")}
     assert specs["detection"]["code"] == codekey.code_digest(*roots["detection ac"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from backdoor_utils import cli
+from backdoor_utils.tooling import cli
 from tests.conftest import write_tiny_notebook
 
 

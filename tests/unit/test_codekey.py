@@ -1,4 +1,4 @@
-"""The code part of the cache keys (backdoor_utils.codekey) on small modules written here."""
+"""The code part of the cache keys (backdoor_utils.core.codekey) on small modules written here."""
 
 import importlib.util
 import itertools
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backdoor_utils import codekey
+from backdoor_utils.core import codekey
 
 _count = itertools.count()
 
@@ -130,7 +130,7 @@ def test_recursion_ends_and_the_digest_does_not_depend_on_which_root_is_read_fir
 
 def test_a_function_keyed_elsewhere_is_left_out():
     marked = '''
-    from backdoor_utils.codekey import keyed_elsewhere
+    from backdoor_utils.core.codekey import keyed_elsewhere
 
     @keyed_elsewhere("its result's hash")
     def fetch():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from backdoor_utils import cli
+from backdoor_utils.tooling import cli
 from tests.conftest import write_tiny_notebook
 
 DASK = Path(sys.executable).with_name("dask")

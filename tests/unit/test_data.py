@@ -6,7 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from backdoor_utils import data
+from backdoor_utils.core import data
 
 
 def test_verified_files_match_expected_hashes():

@@ -8,7 +8,7 @@ import torch
 
 from backdoor_utils import attacks, defenses
 from backdoor_utils.attacks.patch import corner_patch
-from backdoor_utils.training import TrainConfig, train_model
+from backdoor_utils.core.training import TrainConfig, train_model
 from tests.conftest import require_xdist_group
 
 
@@ -125,7 +125,7 @@ class _CountingModel(torch.nn.Module):
 
 def test_the_candidate_check_answers_as_full_passes_while_rejecting_on_the_hard_images_first():
     from backdoor_utils.defenses.neural_cleanse import _attack_rate, _first_reaching
-    from backdoor_utils.training import EVAL_BATCH
+    from backdoor_utils.core.training import EVAL_BATCH
 
     # 2,000 images whose first pixel falls from 1 to 0; a candidate stamps that pixel with weight
     # a, so it misses the last images - the same hard images for every candidate
@@ -181,7 +181,7 @@ def _recording_trainer(seen: dict):
 def test_fine_pruning_ranks_channels_from_least_to_most_active_on_clean_images():
     # a last conv layer with zero weights outputs its bias everywhere: channel c's mean clean
     # activation is relu(bias[c]), so the ranking is known - dormant (negative-bias) channels first
-    from backdoor_utils.models import SimpleCNN
+    from backdoor_utils.core.models import SimpleCNN
 
     model = SimpleCNN()
     bias = torch.linspace(-0.3, 0.6, 64)[torch.randperm(64, generator=torch.Generator().manual_seed(0))]
@@ -259,7 +259,8 @@ def _same_weights(a, b) -> bool:
 
 @uses_planted
 def test_a_cached_fine_tune_is_the_fine_tune_and_is_keyed_on_the_starting_weights(planted, splits, tmp_path, monkeypatch):
-    from backdoor_utils import cache, experiments
+    from backdoor_utils.core import cache
+    from backdoor_utils.orchestration import experiments
 
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
     trained = []

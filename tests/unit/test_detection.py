@@ -59,7 +59,7 @@ def test_exclusionary_reclassification_flags_relabelled_cluster_only(splits):
 
 def test_the_reclassifier_is_trained_without_any_candidate_cluster():
     # exclusionary: the model that judges a candidate never saw it (else it would learn its label)
-    from backdoor_utils.models import SimpleCNN
+    from backdoor_utils.core.models import SimpleCNN
 
     x = torch.arange(300, dtype=torch.float32).view(300, 1, 1, 1).expand(300, 1, 28, 28) / 300  # row i: value i/300
     y = torch.arange(300) % 2

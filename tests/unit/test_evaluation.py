@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from backdoor_utils.detectors.activation_clustering import ClassClustering, Detection, Reclassification
-from backdoor_utils.evaluation import failure_reason, where_the_poisons_went
+from backdoor_utils.orchestration.studies import failure_reason, where_the_poisons_went
 
 
 def _run(**overrides):
@@ -84,7 +84,7 @@ def _grid():
 
 
 def test_cheapest_setting_takes_the_fewest_poisons_among_stealthy_working_cells():
-    from backdoor_utils.evaluation import cheapest_setting
+    from backdoor_utils.orchestration.studies import cheapest_setting
 
     pick = cheapest_setting(_grid(), "eps", min_psnr_db=35.0, min_asr=0.98, scale=255, unit="/255")
     # 16/255 works with 540 poisons but is visible (31 dB): not eligible
@@ -95,7 +95,7 @@ def test_cheapest_setting_takes_the_fewest_poisons_among_stealthy_working_cells(
 
 
 def test_cheapest_setting_says_none_and_names_the_closest_when_no_cell_meets_both_floors():
-    from backdoor_utils.evaluation import cheapest_setting
+    from backdoor_utils.orchestration.studies import cheapest_setting
 
     pick = cheapest_setting(_grid(), "eps", min_psnr_db=38.0, min_asr=0.98, scale=255, unit="/255")
     assert pick.row is None  # only 4/255 is stealthy enough, and it reaches 0.97 at best
@@ -106,7 +106,7 @@ def test_cheapest_setting_says_none_and_names_the_closest_when_no_cell_meets_bot
 def test_matrix_summary_gives_mean_spread_and_a_defender_score_oriented_per_metric():
     import pandas as pd
 
-    from backdoor_utils.evaluation import matrix_summary
+    from backdoor_utils.orchestration.matrix import matrix_summary
 
     rows = [("patch", 0, "spectral_signatures", 1.0), ("patch", 1, "spectral_signatures", 0.8),
             ("patch", 0, "strip", 0.0), ("patch", 1, "strip", 0.2),
@@ -124,7 +124,7 @@ def test_matrix_summary_gives_mean_spread_and_a_defender_score_oriented_per_metr
 def test_matrix_cells_read_as_mean_and_spread_with_the_plus_minus_kept_beside_the_spread():
     import pandas as pd
 
-    from backdoor_utils.evaluation import mean_sd_texts
+    from backdoor_utils.orchestration.matrix import mean_sd_texts
 
     mean = pd.DataFrame({"strip": [0.0123, 0.5]}, index=["patch", "sig"])
     spread = pd.DataFrame({"strip": [0.0016, 0.25]}, index=["patch", "sig"])
@@ -135,7 +135,7 @@ def test_matrix_cells_read_as_mean_and_spread_with_the_plus_minus_kept_beside_th
 
 
 def test_a_matrix_column_is_named_for_the_reader_with_its_metric_in_figures_and_on_one_line_in_prose():
-    from backdoor_utils.evaluation import display_name, matrix_label
+    from backdoor_utils.orchestration.matrix import display_name, matrix_label
 
     assert matrix_label("strip") == "STRIP\n(FAR)"
     assert matrix_label("neural_cleanse") == "Neural Cleanse\n+ unlearning\n(ASR after)"
@@ -146,8 +146,10 @@ def test_a_matrix_column_is_named_for_the_reader_with_its_metric_in_figures_and_
 def test_matrix_cells_are_cached_per_attack_defense_parameters_and_seed(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
-    from backdoor_utils import cache, detectors, scoring
-    from backdoor_utils.experiments import Experiment
+    from backdoor_utils.core import cache
+    from backdoor_utils import detectors
+    from backdoor_utils.orchestration import defend
+    from backdoor_utils.orchestration.experiments import Experiment
 
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
     computed = []
@@ -156,7 +158,7 @@ def test_matrix_cells_are_cached_per_attack_defense_parameters_and_seed(monkeypa
         computed.append((name, seed))
         return {"value": 0.25 * len(computed), "frr": 0.01}
 
-    monkeypatch.setattr(scoring, "defense_cell", cell)
+    monkeypatch.setattr(defend, "defense_cell", cell)
     result = SimpleNamespace(experiment=Experiment("patch", n_train=1000, epochs=1), key="model-a")
     strip = detectors.get("strip", n_overlays=10)
     defender = SimpleNamespace(x_select=torch.zeros(4, 1, 28, 28), x_tune=torch.ones(4, 1, 28, 28))
@@ -164,7 +166,7 @@ def test_matrix_cells_are_cached_per_attack_defense_parameters_and_seed(monkeypa
     def run(method=strip, seed=0, experiment=None):
         if experiment is not None:  # another model: another key
             result.experiment, result.key = experiment, "model-b"
-        return scoring.defense_cell_cached(result, "strip", method, defender, 500, seed, "cpu", 100)
+        return defend.defense_cell_cached(result, "strip", method, defender, 500, seed, "cpu", 100)
 
     first = run()
     assert run() == first == {"value": 0.25, "frr": 0.01} and len(computed) == 1  # from the cache
@@ -178,23 +180,25 @@ def test_matrix_cells_are_cached_per_attack_defense_parameters_and_seed(monkeypa
 def test_strip_screenings_are_cached_per_attack_parameters_defender_images_and_seed(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
-    from backdoor_utils import cache, detectors, scoring
-    from backdoor_utils.experiments import Experiment
+    from backdoor_utils.core import cache
+    from backdoor_utils import detectors
+    from backdoor_utils.orchestration import defend
+    from backdoor_utils.orchestration.experiments import Experiment
 
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
     computed = []
 
     def screen(result, strip, defender, n_inputs, seed):
         computed.append(seed)
-        return scoring.Screening(torch.tensor([2.5, 3.0]), torch.tensor([0.25]), 0.5, 0.0, 1.0, 0.75)
+        return defend.Screening(torch.tensor([2.5, 3.0]), torch.tensor([0.25]), 0.5, 0.0, 1.0, 0.75)
 
-    monkeypatch.setattr(scoring, "screen_inputs", screen)
+    monkeypatch.setattr(defend, "screen_inputs", screen)
     result = SimpleNamespace(experiment=Experiment("patch", n_train=1000, epochs=1), key="model-a")
     defender = SimpleNamespace(x_select=torch.zeros(4, 1, 28, 28), x_tune=torch.ones(4, 1, 28, 28))
     strip = detectors.get("strip", n_overlays=10)
 
     def run(method=strip, n_inputs=100, seed=0):
-        return scoring.screen_inputs_cached(result, method, defender, n_inputs, seed, "cpu")
+        return defend.screen_inputs_cached(result, method, defender, n_inputs, seed, "cpu")
 
     first, again = run(), run()
     assert len(computed) == 1  # the second from the cache, as it was
@@ -221,8 +225,8 @@ def _detection():
 
 
 def test_a_detection_survives_the_cache_as_it_was(tmp_path):
-    from backdoor_utils.cache import load_cached, save_cached
-    from backdoor_utils.scoring import pack_detection, unpack_detection
+    from backdoor_utils.core.cache import load_cached, save_cached
+    from backdoor_utils.orchestration.defend import pack_detection, unpack_detection
 
     found, scores = _detection()
     save_cached(tmp_path / "d.pt", pack_detection(found, scores), {})
@@ -243,8 +247,10 @@ def test_a_detection_survives_the_cache_as_it_was(tmp_path):
 def test_activation_clustering_detections_are_cached_per_attack_detector_and_seed(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
-    from backdoor_utils import cache, detectors, scoring
-    from backdoor_utils.experiments import Experiment
+    from backdoor_utils.core import cache
+    from backdoor_utils import detectors
+    from backdoor_utils.orchestration import defend
+    from backdoor_utils.orchestration.experiments import Experiment
 
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
     computed = []
@@ -253,19 +259,19 @@ def test_activation_clustering_detections_are_cached_per_attack_detector_and_see
         computed.append((type(detector).__name__, seed))
         return _detection()
 
-    monkeypatch.setattr(scoring, "detect_and_score", detect)
+    monkeypatch.setattr(defend, "detect_and_score", detect)
     result = SimpleNamespace(experiment=Experiment("patch", n_train=1000, epochs=1), key="model-a")
     ac = detectors.get("activation_clustering")
-    found, scores = scoring.detect_cached(result, ac, seed=0, device="cpu")
-    again, _ = scoring.detect_cached(result, ac, seed=0, device="cpu")
+    found, scores = defend.detect_cached(result, ac, seed=0, device="cpu")
+    again, _ = defend.detect_cached(result, ac, seed=0, device="cpu")
     assert len(computed) == 1 and torch.equal(again.flags, found.flags)  # the second from the cache
-    scoring.detect_cached(result, ac, seed=1, device="cpu")  # the seed is in the key
-    scoring.detect_cached(result, detectors.get("activation_clustering", max_clusters=3), 0, "cpu")  # parameters
+    defend.detect_cached(result, ac, seed=1, device="cpu")  # the seed is in the key
+    defend.detect_cached(result, detectors.get("activation_clustering", max_clusters=3), 0, "cpu")  # parameters
     result.experiment = Experiment("patch", n_train=1000, epochs=1, poison_rate=0.02)
-    scoring.detect_cached(result, ac, seed=0, device="cpu")  # and the attack
+    defend.detect_cached(result, ac, seed=0, device="cpu")  # and the attack
     assert len(computed) == 4 and len(list((tmp_path / "detections").glob("*.pt"))) == 4
-    scoring.detect_cached(result, detectors.get("spectral_signatures"), 0, "cpu")
-    scoring.detect_cached(result, detectors.get("spectral_signatures"), 0, "cpu")
+    defend.detect_cached(result, detectors.get("spectral_signatures"), 0, "cpu")
+    defend.detect_cached(result, detectors.get("spectral_signatures"), 0, "cpu")
     assert computed[-2:] == [("SpectralSignatures", 0)] * 2  # other detectors run as they are
 
 
@@ -273,9 +279,9 @@ def test_learned_vs_fixed_puts_each_step_size_beside_the_frozen_patch(monkeypatc
     import pandas as pd
     from types import SimpleNamespace
 
-    from backdoor_utils import evaluation
+    from backdoor_utils.orchestration import studies
     from backdoor_utils.attacks.patch import PatchTrigger
-    from backdoor_utils.experiments import Experiment
+    from backdoor_utils.orchestration.experiments import Experiment
 
     start = Experiment("learned").trigger().frozen()
     asr = {("initial_patch", 1.0): [0.30, 0.70], ("learned", 1.0): [0.31, 0.69], ("learned", 100.0): [0.60, 0.90]}
@@ -287,8 +293,8 @@ def test_learned_vs_fixed_puts_each_step_size_beside_the_frozen_patch(monkeypatc
         runs = [SimpleNamespace(trigger=moved) for _ in values]
         return runs, pd.DataFrame({field: values, "n_poison": [11, 27], "asr": asr[key]})
 
-    monkeypatch.setattr(evaluation, "sweep", sweep)
-    runs, tables, fixed = evaluation.learned_vs_fixed(Experiment("learned"), [1, 100], [0.0002, 0.0005], "cpu")
+    monkeypatch.setattr(studies, "sweep", sweep)
+    runs, tables, fixed = studies.learned_vs_fixed(Experiment("learned"), [1, 100], [0.0002, 0.0005], "cpu")
     assert list(tables) == [1, 100] and list(fixed.asr) == [0.30, 0.70]
     assert list(tables[100]["ASR fixed initial"]) == [0.30, 0.70]
     assert np.allclose(tables[100].gain, [0.30, 0.20]) and np.allclose(tables[1].gain, [0.01, -0.01])

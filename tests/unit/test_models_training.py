@@ -1,7 +1,7 @@
 import torch
 
-from backdoor_utils.models import SimpleCNN
-from backdoor_utils.training import TrainConfig, activations, bf16_native, predict, train_model
+from backdoor_utils.core.models import SimpleCNN
+from backdoor_utils.core.training import TrainConfig, activations, bf16_native, predict, train_model
 
 
 def test_simplecnn_shapes_and_named_layers():
@@ -148,7 +148,7 @@ def test_the_learned_triggers_step_scale_multiplies_how_far_its_logits_move(spli
 
 def test_project_step_computes_exactly_the_benchmarks_tight_recipe(splits):
     # the bench compares speed; this makes sure both loops train the same model
-    from backdoor_utils.bench import tight_recipe_training
+    from backdoor_utils.tooling.bench import tight_recipe_training
 
     x, y = splits.x_train[:768], splits.y_train[:768]
     config = TrainConfig(epochs=2, seed=4)
@@ -159,7 +159,7 @@ def test_project_step_computes_exactly_the_benchmarks_tight_recipe(splits):
 
 
 def test_a_model_loaded_from_the_cache_computes_exactly_what_the_trained_one_does(splits):
-    from backdoor_utils.experiments import model_from_state
+    from backdoor_utils.orchestration.experiments import model_from_state
 
     trained = train_model(splits.x_train[:512], splits.y_train[:512], TrainConfig(epochs=1, seed=1), device="cpu")
     loaded = model_from_state(trained.state_dict(), "cpu")
@@ -173,9 +173,9 @@ def test_a_model_loaded_from_the_cache_computes_exactly_what_the_trained_one_doe
 def test_evaluation_gives_the_same_numbers_at_any_batch_size():
     # EVAL_BATCH was chosen for speed alone: predictions, probabilities and activations must not
     # depend on it (a last, partial batch included)
-    from backdoor_utils.bench import evaluation_speed
-    from backdoor_utils.training import predict_proba
-    from backdoor_utils.training import EVAL_BATCH
+    from backdoor_utils.tooling.bench import evaluation_speed
+    from backdoor_utils.core.training import predict_proba
+    from backdoor_utils.core.training import EVAL_BATCH
 
     torch.manual_seed(0)
     model = SimpleCNN().eval()
@@ -192,9 +192,9 @@ def test_evaluation_gives_the_same_numbers_at_any_batch_size():
 def test_the_epochs_study_trains_each_setting_at_each_epoch_count(tmp_path, monkeypatch):
     # the README's case against fewer epochs rests on this table: each row must be the model of
     # its own epoch count, with that model's numbers
-    from backdoor_utils import cache
-    from backdoor_utils.bench import epochs_study
-    from backdoor_utils.experiments import Experiment, run_attack
+    from backdoor_utils.core import cache
+    from backdoor_utils.tooling.bench import epochs_study
+    from backdoor_utils.orchestration.experiments import Experiment, run_attack
 
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
     settings = (("clean", Experiment("none")), ("pixel", Experiment("patch", poison_rate=0.05, patch_size=3)))
@@ -213,7 +213,7 @@ def test_the_bench_says_which_precision_it_measured_and_which_target_applies(mon
     # a forced precision (BACKDOOR_BF16) is not the hardware's: the bench says so and sets no target
     import dataclasses
 
-    from backdoor_utils import bench
+    from backdoor_utils.tooling import bench
 
     small = dataclasses.replace(splits, x_train=splits.x_train[:256], y_train=splits.y_train[:256],
                                 x_test=splits.x_test[:512], y_test=splits.y_test[:512])
@@ -242,7 +242,7 @@ def test_the_bench_says_which_precision_it_measured_and_which_target_applies(mon
 def test_the_bench_counts_a_training_step_as_its_forward_and_backward_arithmetic():
     # 2 FLOP a multiply-add; the backward pass computes the weights' gradient of every layer and
     # the input's gradient of every layer but the first (the images need none)
-    from backdoor_utils.bench import step_flops_per_image
+    from backdoor_utils.tooling.bench import step_flops_per_image
 
     conv1 = 2 * 28 * 28 * 32 * 1 * 9
     conv2 = 2 * 14 * 14 * 64 * 32 * 9
@@ -254,7 +254,7 @@ def test_the_matrix_product_rate_counts_two_flop_a_multiply_add_over_the_fastest
     # a clock that makes the warm-up the fastest run (not to be counted) and the timed ones 4, 2, 3 s
     import itertools
 
-    from backdoor_utils import bench
+    from backdoor_utils.tooling import bench
 
     ticks = itertools.accumulate([0, 1, 0, 4, 0, 2, 0, 3])
     monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks))
@@ -262,7 +262,7 @@ def test_the_matrix_product_rate_counts_two_flop_a_multiply_add_over_the_fastest
 
 
 def test_the_bench_holds_bf16_training_against_a_bf16_matrix_product(monkeypatch):
-    from backdoor_utils import bench
+    from backdoor_utils.tooling import bench
 
     seen = []
     monkeypatch.setattr(bench, "matmul_rate", lambda device, dtype, size: seen.append(dtype) or 100.0)
@@ -275,7 +275,7 @@ def test_the_bench_holds_bf16_training_against_a_bf16_matrix_product(monkeypatch
 def test_the_bench_refuses_bad_arguments_before_loading_or_training_anything(monkeypatch, capsys):
     import pytest
 
-    from backdoor_utils import bench
+    from backdoor_utils.tooling import bench
 
     monkeypatch.setattr(bench, "load_splits", lambda n_train: pytest.fail("loaded data for a bad argument"))
     monkeypatch.setattr(bench, "epochs_study", lambda *a, **k: pytest.fail("trained for a bad argument"))

@@ -5,8 +5,8 @@ import math
 
 import torch
 
-from backdoor_utils import training
-from backdoor_utils.notebooks import adaptive_verdict, ca_change, computed_with, learning_pays
+from backdoor_utils.core import training
+from backdoor_utils.tooling.sentences import adaptive_verdict, ca_change, computed_with, learning_pays
 
 
 def test_a_clean_accuracy_above_the_reference_is_not_called_a_drop():

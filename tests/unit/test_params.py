@@ -1,6 +1,6 @@
 import pytest
 
-from backdoor_utils.params import validate_parameters
+from backdoor_utils.orchestration.params import validate_parameters
 
 
 @pytest.mark.parametrize(

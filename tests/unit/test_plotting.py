@@ -1,6 +1,6 @@
 """Figures the chapters draw: what the reader must be able to read off them."""
 
-from backdoor_utils import plotting
+from backdoor_utils.tooling import plotting
 
 
 def test_rates_with_psnr_spreads_a_wide_sweep_on_a_log_axis_and_keeps_the_legend_off_the_curves():

@@ -1,4 +1,4 @@
-"""The allocator setting (backdoor_utils.runtime): large blocks come from the heap, numbers unchanged."""
+"""The allocator setting (backdoor_utils.core.runtime): large blocks come from the heap, numbers unchanged."""
 
 import os
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 PROBE = """
 import ctypes, hashlib, torch, torch.nn.functional as F
 import backdoor_utils
-from backdoor_utils.models import SimpleCNN
+from backdoor_utils.core.models import SimpleCNN
 
 class Mallinfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
@@ -56,7 +56,7 @@ def test_tuned_malloc_serves_large_blocks_from_the_heap_and_changes_no_weight():
 
 
 def test_threads_per_worker_shares_the_cores():
-    from backdoor_utils.runtime import threads_per_worker
+    from backdoor_utils.core.runtime import threads_per_worker
 
     assert threads_per_worker(1, cores=2) == 2
     assert threads_per_worker(2, cores=2) == 1

@@ -7,9 +7,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from backdoor_utils import cache, experiments, scoring
-from backdoor_utils.experiments import Experiment
-from backdoor_utils.models import SimpleCNN
+from backdoor_utils.core import cache
+from backdoor_utils.orchestration import defend, experiments
+from backdoor_utils.orchestration.experiments import Experiment
+from backdoor_utils.core.models import SimpleCNN
 
 TARGET = 0
 
@@ -55,7 +56,7 @@ def test_strip_is_scored_on_non_target_test_inputs_with_a_threshold_from_the_def
                              splits=SimpleNamespace(x_test=x_test, y_test=y_test))
     defender = SimpleNamespace(x_tune=_coded(20, 0.3), x_select=_coded(10, 0.4))
     strip = _EntropyIsPixelZero()
-    screening = scoring.screen_inputs(result, strip, defender, n_inputs=100)
+    screening = defend.screen_inputs(result, strip, defender, n_inputs=100)
     x_clean, x_pool = strip.calls["threshold"]
     assert torch.equal(x_clean, defender.x_select) and torch.equal(x_pool, defender.x_tune)  # never test images
     assert all(torch.equal(pool, defender.x_tune) for pool in strip.calls["entropy"])
@@ -74,16 +75,16 @@ def test_a_detection_is_scored_against_the_true_poison_flags_not_the_labels():
     result = SimpleNamespace(model=None, experiment=SimpleNamespace(target_label=0),
                              poisoned=SimpleNamespace(x=torch.zeros(8, 1, 28, 28), y=y, is_poison=is_poison))
     detector = SimpleNamespace(detect=lambda model, x, y, **kw: SimpleNamespace(flags=is_poison.clone()))
-    _, scores = scoring.detect_and_score(result, detector)
+    _, scores = defend.detect_and_score(result, detector)
     assert (scores["precision"], scores["recall"], scores["f1"]) == (1.0, 1.0, 1.0)
     assert scores["n_poison"] == 3 and scores["flagged_fraction"] == pytest.approx(3 / 8)
 
 
 def test_a_matrix_cell_reports_each_defenses_own_metric(monkeypatch):
     scores = {"precision": 0.25, "recall": 0.75, "f1": 0.375}
-    monkeypatch.setattr(scoring, "detect_and_score", lambda *a, **k: (None, scores))
-    monkeypatch.setattr(scoring, "screen_inputs", lambda *a, **k: scoring.Screening(None, None, 0.5, 0.02, 0.125, 0.9))
-    cell = scoring.defense_cell
+    monkeypatch.setattr(defend, "detect_and_score", lambda *a, **k: (None, scores))
+    monkeypatch.setattr(defend, "screen_inputs", lambda *a, **k: defend.Screening(None, None, 0.5, 0.02, 0.125, 0.9))
+    cell = defend.defense_cell
     assert cell(None, "activation_clustering", None, None)["value"] == 0.375  # F1
     assert cell(None, "spectral_signatures", None, None)["value"] == 0.75  # recall
     assert cell(None, "strip", None, None) == {"value": 0.125, "auroc": 0.9, "frr": 0.02}  # FAR

@@ -5,7 +5,7 @@ import base64
 import nbformat
 import pytest
 
-from backdoor_utils import site
+from backdoor_utils.tooling import browser
 
 PNG = base64.b64encode(bytes.fromhex(
     "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
@@ -20,7 +20,7 @@ def chapter_site(tmp_path, monkeypatch):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("fig = plotting.rate_curves(x, {}, 'x', 't')")]
     nbformat.write(nb, str(notebooks / "01_tiny.ipynb"))
-    monkeypatch.setattr(site, "NOTEBOOKS", notebooks)
+    monkeypatch.setattr(browser, "NOTEBOOKS", notebooks)
     html = tmp_path / "html"
     (html / "notebooks").mkdir(parents=True)
 
@@ -28,7 +28,7 @@ def chapter_site(tmp_path, monkeypatch):
         (html / "notebooks" / "01_tiny.html").write_text(
             "<html><head><style>pre { width: 300px; overflow: auto; }</style></head>"
             f"<body><main>{body}</main></body></html>")
-        return site.check(html, tmp_path / "shots")[0]
+        return browser.check(html, tmp_path / "shots")[0]
 
     return write
 
@@ -74,7 +74,7 @@ def test_a_page_table_cut_off_by_its_scrolling_box_is_a_problem(chapter_site):
 
 def test_check_fails_loudly_on_an_empty_build(tmp_path):
     with pytest.raises(SystemExit, match="no pages"):
-        site.check(tmp_path, tmp_path / "shots")
+        browser.check(tmp_path, tmp_path / "shots")
 
 
 def _pdf(path, text, with_image):
@@ -94,12 +94,12 @@ def _pdf(path, text, with_image):
 
 
 def test_pdf_report_counts_pages_and_images(tmp_path):
-    report = site.pdf_report(_pdf(tmp_path / "ok.pdf", "Chapter 01", with_image=True), expected_images=1)
+    report = browser.pdf_report(_pdf(tmp_path / "ok.pdf", "Chapter 01", with_image=True), expected_images=1)
     assert (report.pages, report.images, report.problems) == (1, 1, [])
 
 
 def test_pdf_report_notices_missing_figures_and_raw_tex(tmp_path):
-    report = site.pdf_report(_pdf(tmp_path / "bad.pdf", r"CA = \[ \frac{1}{n} \]", with_image=False),
+    report = browser.pdf_report(_pdf(tmp_path / "bad.pdf", r"CA = \[ \frac{1}{n} \]", with_image=False),
                              expected_images=2)
     assert any("0 images in the PDF" in p for p in report.problems)
     assert any("raw TeX" in p for p in report.problems)

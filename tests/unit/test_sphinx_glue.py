@@ -3,7 +3,7 @@
 from pathlib import Path
 from types import SimpleNamespace
 
-from backdoor_utils.sphinx_glue import glued_documents, outdated_by_glue
+from backdoor_utils.tooling.sphinx_glue import glued_documents, outdated_by_glue
 
 RESULTS = """| x | {glue:text}`../notebooks/08_defense_matrix.ipynb::n_cells:d` of
 {glue:text}`../notebooks/01_pixel_trigger.ipynb::asr:.4f`, {glue}`../notebooks/02_noise_trigger.ipynb::psnr_db` |

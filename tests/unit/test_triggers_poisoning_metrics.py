@@ -1,12 +1,13 @@
 import pytest
 import torch
 
-from backdoor_utils import attacks, metrics
+from backdoor_utils import attacks
+from backdoor_utils.core import metrics
 from backdoor_utils.attacks.blur import BlurTrigger
 from backdoor_utils.attacks.learned import LearnedPatchTrigger
 from backdoor_utils.attacks.noise import NoiseTrigger
 from backdoor_utils.attacks.patch import corner_patch
-from backdoor_utils.models import SimpleCNN
+from backdoor_utils.core.models import SimpleCNN
 
 
 def test_corner_patch_is_3x3_white_one_pixel_from_corner():

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backdoor_utils.verdicts import attack_runs, judge_matrix, meets_need
+from backdoor_utils.orchestration.matrix import attack_runs, judge_matrix, meets_need
 
 # (attack, seed, ASR before, {defense: value}); SIG never works, noise works at seed 0 only
 RUNS = [

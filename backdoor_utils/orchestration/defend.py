@@ -16,12 +16,12 @@ import torch
 
 from sklearn.metrics import roc_auc_score
 
-from .defenses import DefenderData, Measure
-from .detectors import Detector
-from .detectors.activation_clustering import ActivationClustering, ClassClustering, Detection, Reclassification
-from .detectors.strip import STRIP
+from ..defenses import DefenderData, Measure
+from ..detectors import Detector
+from ..detectors.activation_clustering import ActivationClustering, ClassClustering, Detection, Reclassification
+from ..detectors.strip import STRIP
 from .experiments import AttackResult, cleanse, tensor_digest, train_cached, train_on_data_cached
-from .metrics import detection_scores
+from ..core.metrics import detection_scores
 
 
 def training_set(result: AttackResult) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -26,7 +26,7 @@ import torch
 from .cache import atomic_write_bytes
 from .codekey import keyed_elsewhere
 
-DEFAULT_ROOT = Path(os.environ.get("BACKDOOR_DATA", Path(__file__).resolve().parent.parent / "data"))
+DEFAULT_ROOT = Path(os.environ.get("BACKDOOR_DATA", Path(__file__).resolve().parents[2] / "data"))
 
 #: SHA-256 of the four uncompressed IDX files (the canonical MNIST release).
 EXPECTED_SHA256 = {

@@ -1,10 +1,9 @@
-"""Detectors and defenses run over attacks, seeds and targets, and summarised for the reader.
+"""Studies over many runs: detectors and defenses over seeds and targets, where the true poisons
+went and why a detector missed, the stealth / poison grid, learned against fixed triggers, and
+what the latent space shows - each summarised for the reader.
 
-The orchestration above :mod:`backdoor_utils.scoring` (one attack result against one method,
-scored; the cached detections and matrix cells): runs over seeds and targets, where the true
-poisons went and why a detector missed, the stealth / poison grid, the whole matrix and its
-summary. No cache is keyed on this module: a change here retrains no model and recomputes no
-detection and no matrix cell.
+Built on :mod:`.defend` (one attack result against one method, scored and cached). No cache is
+keyed on this module: a change here retrains no model and recomputes no detection.
 """
 
 from __future__ import annotations
@@ -18,15 +17,15 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score, silhouette_score
 
-from .defenses import NeuralCleanse, defender_data
-from .attacks.learned import pixel_change
-from .detectors import Detector
-from .detectors.activation_clustering import Detection
-from .detectors.spectral_signatures import direction_scores
+from ..defenses import NeuralCleanse
+from ..attacks.learned import pixel_change
+from ..detectors import Detector
+from ..detectors.activation_clustering import Detection
+from ..detectors.spectral_signatures import direction_scores
 from .experiments import AttackResult, Experiment, cleanse, run_attack, sweep, train_on_data_cached
-from .metrics import distortion
-from .scoring import defense_cell_cached, detect_cached, training_set
-from .training import activations
+from ..core.metrics import distortion
+from .defend import detect_cached, training_set
+from ..core.training import activations
 
 
 def where_the_poisons_went(found: Detection, truth: torch.Tensor) -> dict:
@@ -240,78 +239,6 @@ def cheapest_setting(grid: pd.DataFrame, field: str, min_psnr_db: float, min_asr
         return Pick(field, good.iloc[0].to_dict(), None, scale, unit)
     closest = stealthy.sort_values("asr", ascending=False).iloc[0].to_dict() if len(stealthy) else None
     return Pick(field, None, closest, scale, unit)
-
-
-#: The matrix's columns: each defense's main metric and whether a higher value is better for the
-#: defender (detection F1 or recall; the false-acceptance rate of triggered inputs at the clean
-#: false-rejection rate STRIP was set for; the ASR left after a repair).
-MATRIX_METRICS = {
-    "activation_clustering": ("F1", True),
-    "spectral_signatures": ("recall", True),
-    "strip": ("FAR", False),
-    "fine_pruning": ("ASR after", False),
-    "neural_cleanse": ("ASR after", False),
-}
-
-#: How the matrix's columns are named for the reader (figures and tables).
-MATRIX_NAMES = {
-    "activation_clustering": "activation\nclustering",
-    "spectral_signatures": "Spectral\nSignatures",
-    "strip": "STRIP",
-    "fine_pruning": "fine-\npruning",
-    "neural_cleanse": "Neural Cleanse\n+ unlearning",
-}
-
-
-def display_name(defense: str) -> str:
-    """The defense's name on one line ("fine-\\npruning" -> "fine-pruning")."""
-    return MATRIX_NAMES[defense].replace("-\n", "-").replace("\n", " ")
-
-
-def matrix_label(defense: str) -> str:
-    """A matrix column's heading in a figure: the defense's name and, below it, its metric."""
-    return f"{MATRIX_NAMES[defense]}\n({MATRIX_METRICS[defense][0]})"
-
-
-def mean_sd_texts(mean: pd.DataFrame, spread: pd.DataFrame, fmt: str = ".2f") -> pd.DataFrame:
-    """Each cell of :func:`matrix_summary` as the reader sees it, "mean ± sd"; a no-break space
-    after the "±", so a narrow table column breaks only before it, never between it and the spread."""
-    show = f"{{:{fmt}}}".format
-    return mean.map(show) + " ±\u00a0" + spread.map(show)
-
-
-def defense_matrix(experiments: dict, seeds, methods: dict, device: str = "auto", n_tune: int = 5000,
-                   strip_inputs: int = 1000) -> pd.DataFrame:
-    """Every attack (``{name: Experiment}``) at every seed against every defense (``{name: method}``,
-    names as in :data:`MATRIX_METRICS`): one row per (attack, seed, defense), with the attack's own
-    CA and ASR. Models, reclassifiers, reversed triggers and the cells themselves are cached
-    (:func:`defense_cell_cached`), so an interrupted run resumes and a rerun is cheap."""
-    rows = []
-    for attack, exp in experiments.items():
-        for seed in seeds:
-            result = run_attack(exp.with_(seed=seed), device)
-            defender = defender_data(result.splits, n_tune=n_tune)
-            for name, method in methods.items():
-                cell = defense_cell_cached(result, name, method, defender, n_tune, seed, device, strip_inputs)
-                rows.append({"attack": attack, "seed": seed, "defense": name, "metric": MATRIX_METRICS[name][0],
-                             "clean_acc": result.clean_acc, "asr": result.asr, **cell})
-    return pd.DataFrame(rows)
-
-
-def matrix_summary(matrix: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Per (attack, defense): the mean of ``value``, its sample standard deviation over seeds
-    (0 for one seed), and the defender's score (the mean, or 1 - mean where lower is better)."""
-    grouped = matrix.groupby(["attack", "defense"], sort=False)["value"]
-    mean = grouped.mean().unstack("defense")
-    spread = grouped.std(ddof=1).fillna(0.0).unstack("defense")
-    order = [d for d in MATRIX_METRICS if d in mean.columns]
-    attacks = list(dict.fromkeys(matrix.attack))
-    mean, spread = mean.loc[attacks, order], spread.loc[attacks, order]
-    score = mean.copy()
-    for d in order:
-        if not MATRIX_METRICS[d][1]:
-            score[d] = 1 - mean[d]
-    return mean, spread, score
 
 
 def latent_separation(result: AttackResult, n_components: int = 10) -> dict:

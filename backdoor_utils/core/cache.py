@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-ARTIFACTS = Path(os.environ.get("BACKDOOR_ARTIFACTS", Path(__file__).resolve().parent.parent / "artifacts"))
+ARTIFACTS = Path(os.environ.get("BACKDOOR_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts"))
 
 
 def atomic_write_bytes(path: Path | str, payload: bytes) -> None:

@@ -30,10 +30,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .cache import atomic_write_bytes, atomic_write_text
-from .notebooks import HEADLINE_METRICS, error_outputs, glued_values
-from .params import validate_parameters
-from .runtime import threads_per_worker
+from ..core.cache import atomic_write_bytes, atomic_write_text
+from .chapters import HEADLINE_METRICS, error_outputs, glued_values
+from ..orchestration.params import validate_parameters
+from ..core.runtime import threads_per_worker
 
 RUNS = Path(os.environ.get("BACKDOOR_RUNS", "runs"))
 

@@ -6,9 +6,8 @@ data is loaded or any model is trained.
 
 from __future__ import annotations
 
-from . import attacks
-from .checks import (choice, device, integer, list_of, open_unit, positive, seed_target_pairs,
-                     silhouette)
+from .. import attacks
+from ..core.checks import choice, device, integer, list_of, open_unit, positive, seed_target_pairs, silhouette
 
 #: The rule for every parameter any chapter may declare besides the attacks' own parameters
 #: (``patch_size``, ``eps``, ...), which come from each attack's declaration.

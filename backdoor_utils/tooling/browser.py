@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .notebooks import plotting_cells
+from .chapters import plotting_cells
 
 BUILD = Path("_build")
 NOTEBOOKS = Path("notebooks")

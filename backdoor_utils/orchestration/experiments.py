@@ -15,15 +15,15 @@ import numpy
 import sklearn
 import torch
 
-from . import attacks
-from .attacks import PoisonedDataset
-from .cache import cache_key, cache_path, load_cached, save_cached
-from .codekey import code_digest, keyed_elsewhere
-from .data import Splits, load_mnist, load_splits
-from .defenses import CleanseReport, NeuralCleanse, neural_cleanse, pack_reversed, unpack_reversed
-from .metrics import attack_success_rate, clean_accuracy
-from .models import SimpleCNN
-from .training import TrainConfig, resolve_device, train_model, training_precision
+from .. import attacks
+from ..attacks import PoisonedDataset
+from ..core.cache import cache_key, cache_path, load_cached, save_cached
+from ..core.codekey import code_digest, keyed_elsewhere
+from ..core.data import Splits, load_mnist, load_splits
+from ..defenses import CleanseReport, NeuralCleanse, neural_cleanse, pack_reversed, unpack_reversed
+from ..core.metrics import attack_success_rate, clean_accuracy
+from ..core.models import SimpleCNN
+from ..core.training import TrainConfig, resolve_device, train_model, training_precision
 
 @dataclass(frozen=True, init=False)
 class Experiment:

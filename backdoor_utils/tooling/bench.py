@@ -35,14 +35,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import MALLOC_TUNED
-from .checks import integer, list_of
-from .data import TRAINING_SIZE, load_splits
-from .experiments import Experiment, run_attack
-from .metrics import clean_accuracy
-from .models import SimpleCNN
-from .notebooks import computed_with, precision_forced
-from .training import EVAL_BATCH, TrainConfig, bf16_native, predict, resolve_device, train_model, training_precision
+from .. import MALLOC_TUNED
+from ..core.checks import integer, list_of
+from ..core.data import TRAINING_SIZE, load_splits
+from ..orchestration.experiments import Experiment, run_attack
+from ..core.metrics import clean_accuracy
+from ..core.models import SimpleCNN
+from .sentences import computed_with, precision_forced
+from ..core.training import EVAL_BATCH, TrainConfig, bf16_native, predict, resolve_device, train_model, training_precision
 
 
 def plain_fp32_training(x, y, epochs: int, seed: int, lr: float = 1e-3) -> SimpleCNN:

@@ -1,11 +1,13 @@
-"""Reading the attack x defense matrix: which cells give a defender what it needs.
+"""The attack x defense matrix: built over attacks, seeds and defenses, summarised, and read.
 
-A defense can only be judged against a backdoor that is there. A run (attack, seed) whose attack
-did not implant one - its ASR before any defense below ``min_asr`` - says nothing about the
-defense: an input filter "lets through" triggered inputs the model classifies correctly anyway, and
-a repair "leaves" the ASR the attack never had. :func:`judge_matrix` therefore summarises each
-cell over the runs where the attack worked only, says over how many, and leaves out the attacks
-that worked at no seed.
+Building it runs every cell through :mod:`.defend` (cached there); reading it says which cells give
+a defender what it needs. A defense can only be judged against a backdoor that is there: a run
+(attack, seed) whose attack did not implant one - its ASR before any defense below ``min_asr`` -
+says nothing about the defense (an input filter "lets through" triggered inputs the model
+classifies correctly anyway, and a repair "leaves" the ASR the attack never had).
+:func:`judge_matrix` therefore summarises each cell over the runs where the attack worked only,
+says over how many, and leaves out the attacks that worked at no seed. No cache is keyed on this
+module: a change here recomputes no matrix cell.
 """
 
 from __future__ import annotations
@@ -14,7 +16,83 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .evaluation import MATRIX_METRICS, display_name, matrix_summary, mean_sd_texts
+from ..defenses import defender_data
+from .defend import defense_cell_cached
+from .experiments import run_attack
+
+
+#: The matrix's columns: each defense's main metric and whether a higher value is better for the
+#: defender (detection F1 or recall; the false-acceptance rate of triggered inputs at the clean
+#: false-rejection rate STRIP was set for; the ASR left after a repair).
+MATRIX_METRICS = {
+    "activation_clustering": ("F1", True),
+    "spectral_signatures": ("recall", True),
+    "strip": ("FAR", False),
+    "fine_pruning": ("ASR after", False),
+    "neural_cleanse": ("ASR after", False),
+}
+
+
+#: How the matrix's columns are named for the reader (figures and tables).
+MATRIX_NAMES = {
+    "activation_clustering": "activation\nclustering",
+    "spectral_signatures": "Spectral\nSignatures",
+    "strip": "STRIP",
+    "fine_pruning": "fine-\npruning",
+    "neural_cleanse": "Neural Cleanse\n+ unlearning",
+}
+
+
+def display_name(defense: str) -> str:
+    """The defense's name on one line ("fine-\\npruning" -> "fine-pruning")."""
+    return MATRIX_NAMES[defense].replace("-\n", "-").replace("\n", " ")
+
+
+def matrix_label(defense: str) -> str:
+    """A matrix column's heading in a figure: the defense's name and, below it, its metric."""
+    return f"{MATRIX_NAMES[defense]}\n({MATRIX_METRICS[defense][0]})"
+
+
+def mean_sd_texts(mean: pd.DataFrame, spread: pd.DataFrame, fmt: str = ".2f") -> pd.DataFrame:
+    """Each cell of :func:`matrix_summary` as the reader sees it, "mean ± sd"; a no-break space
+    after the "±", so a narrow table column breaks only before it, never between it and the spread."""
+    show = f"{{:{fmt}}}".format
+    return mean.map(show) + " ±\u00a0" + spread.map(show)
+
+
+def defense_matrix(experiments: dict, seeds, methods: dict, device: str = "auto", n_tune: int = 5000,
+                   strip_inputs: int = 1000) -> pd.DataFrame:
+    """Every attack (``{name: Experiment}``) at every seed against every defense (``{name: method}``,
+    names as in :data:`MATRIX_METRICS`): one row per (attack, seed, defense), with the attack's own
+    CA and ASR. Models, reclassifiers, reversed triggers and the cells themselves are cached
+    (:func:`defense_cell_cached`), so an interrupted run resumes and a rerun is cheap."""
+    rows = []
+    for attack, exp in experiments.items():
+        for seed in seeds:
+            result = run_attack(exp.with_(seed=seed), device)
+            defender = defender_data(result.splits, n_tune=n_tune)
+            for name, method in methods.items():
+                cell = defense_cell_cached(result, name, method, defender, n_tune, seed, device, strip_inputs)
+                rows.append({"attack": attack, "seed": seed, "defense": name, "metric": MATRIX_METRICS[name][0],
+                             "clean_acc": result.clean_acc, "asr": result.asr, **cell})
+    return pd.DataFrame(rows)
+
+
+def matrix_summary(matrix: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Per (attack, defense): the mean of ``value``, its sample standard deviation over seeds
+    (0 for one seed), and the defender's score (the mean, or 1 - mean where lower is better)."""
+    grouped = matrix.groupby(["attack", "defense"], sort=False)["value"]
+    mean = grouped.mean().unstack("defense")
+    spread = grouped.std(ddof=1).fillna(0.0).unstack("defense")
+    order = [d for d in MATRIX_METRICS if d in mean.columns]
+    attacks = list(dict.fromkeys(matrix.attack))
+    mean, spread = mean.loc[attacks, order], spread.loc[attacks, order]
+    score = mean.copy()
+    for d in order:
+        if not MATRIX_METRICS[d][1]:
+            score[d] = 1 - mean[d]
+    return mean, spread, score
+
 
 #: What a defender needs from each defense's main metric: a detector that finds at least 90% of the
 #: poisons (F1 or recall >= 0.9), an input filter that lets at most 5% of triggered inputs through
