@@ -72,9 +72,11 @@ browser-tools:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium poppler-utils; \
 	fi
 
-# Notebook code fits the book's code column (88 characters); `make test` checks it.
+# The notebooks, the package and the tests are formatted to the book's code column (88
+# characters); `make test` checks it, and runs ruff's checks on the package and the tests.
 format: setup
 	$(BIN)/python -m black --line-length 88 --ipynb notebooks
+	$(BIN)/python -m black backdoor_utils tests
 
 bench: setup
 	$(BIN)/python -m backdoor_utils.tooling.bench

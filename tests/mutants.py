@@ -1,15 +1,17 @@
-"""Break one method at a time and check that the unit tests guarding it fail (``make mutants``).
+"""Break one method at a time and check that the unit tests guarding it fail (``make
+mutants``).
 
-Each mutant is a small, plausible mistake in an attack, a detector, a defense or the scoring - the
-kind that leaves a chapter running and its numbers looking fine. It is applied to a copy of the
-package (the working tree is never touched), then the listed unit tests run on that copy with a
-cache of their own; they must fail. A mutant they survive is a method the suite does not guard.
+Each mutant is a small, plausible mistake in an attack, a detector, a defense or the
+scoring - the kind that leaves a chapter running and its numbers looking fine. It is
+applied to a copy of the package (the working tree is never touched), then the listed
+unit tests run on that copy with a cache of their own; they must fail. A mutant they
+survive is a method the suite does not guard.
 
     python -m tests.mutants                 # all of them (about 15 minutes on 2 cores)
     python -m tests.mutants strip fine      # those whose name contains a word given
 
-A unit test (tests/unit/test_mutants.py) checks that every mutant still finds the code it breaks,
-so a refactor keeps this list current. Add a mutant with every new method.
+A unit test (tests/unit/test_mutants.py) checks that every mutant still finds the code
+it breaks, so a refactor keeps this list current. Add a mutant with every new method.
 """
 
 from __future__ import annotations
@@ -40,125 +42,345 @@ def _m(name, module, original, broken, *tests):
 
 MUTANTS = [
     # attacks and poisoning
-    _m("dirty-label poisons the target class too", "attacks/base.py",
-       "candidates = torch.nonzero(y != target_label).flatten()\n    return draw_samples",
-       "candidates = torch.arange(len(y))\n    return draw_samples", "test_triggers_poisoning_metrics.py"),
-    _m("dirty-label does not relabel", "attacks/base.py", "        y_out[idx] = new_label\n", "        pass\n",
-       "test_triggers_poisoning_metrics.py"),
-    _m("clean-label poisons other classes", "attacks/base.py",
-       "candidates = torch.nonzero(y == target_label).flatten()\n    idx",
-       "candidates = torch.nonzero(y != target_label).flatten()\n    idx", "test_attacks.py"),
-    _m("patch one row off", "attacks/patch.py", "out[..., self.row : self.row + self.size,",
-       "out[..., self.row + 1 : self.row + 1 + self.size,", "test_triggers_poisoning_metrics.py"),
-    _m("blended alpha swapped", "attacks/blended.py",
-       "return self.alpha * self.key().to(x.device, x.dtype) + (1 - self.alpha) * x",
-       "return (1 - self.alpha) * self.key().to(x.device, x.dtype) + self.alpha * x", "test_attacks.py"),
-    _m("SIG overflows white pixels", "attacks/sig.py",
-       "return (x + self.signal().to(x.device, x.dtype)).clamp(0.0, 1.0)",
-       "return x + self.signal().to(x.device, x.dtype)", "test_attacks.py"),
-    _m("WaNet noise mode without noise", "attacks/wanet.py", "return (base + noise.to(base.device)).clamp(-1, 1)",
-       "return base.expand(n, -1, -1, -1).clone()", "test_attacks.py"),
-    _m("the learned patch is stamped on every image", "attacks/learned.py",
-       "out = torch.where(flags.view(-1, 1, 1, 1), self.trigger.apply(xb), xb)", "out = self.trigger.apply(xb)",
-       "test_attacks.py", "test_models_training.py", "test_triggers_poisoning_metrics.py"),
-    _m("the learned patch is never trained", "attacks/learned.py", "        return [self.trigger.raw]\n",
-       "        return []\n", "test_attacks.py", "test_models_training.py", "test_triggers_poisoning_metrics.py"),
-    _m("the noise trigger overflows", "attacks/noise.py", "return (x + self.pattern().to(x.device, x.dtype)).clamp_(0.0, 1.0)",
-       "return x + self.pattern().to(x.device, x.dtype)", "test_triggers_poisoning_metrics.py", "test_attacks.py"),
-    _m("the blur ignores its sigma", "attacks/blur.py", "return gaussian_blur(x, [self.kernel_size] * 2, [self.sigma] * 2)",
-       "return gaussian_blur(x, [self.kernel_size] * 2, [1.0] * 2)", "test_triggers_poisoning_metrics.py", "test_attacks.py"),
-    _m("a reversed trigger keeps the image where its mask is", "defenses/neural_cleanse.py",
-       "        return (1 - m) * x + m * self.pattern.to(x.device, x.dtype)",
-       "        return m * x + (1 - m) * self.pattern.to(x.device, x.dtype)", "test_defenses.py"),
-    _m("Neural Cleanse lowers the cost after successes", "defenses/neural_cleanse.py",
-       "self.up_count, self.cost, self.went_up = 0, self.cost * self.multiplier, True",
-       "self.up_count, self.cost, self.went_up = 0, self.cost / self.multiplier, True", "test_defenses.py"),
+    _m(
+        "dirty-label poisons the target class too",
+        "attacks/base.py",
+        "candidates = torch.nonzero(y != target_label).flatten()\n    return"
+        " draw_samples",
+        "candidates = torch.arange(len(y))\n    return draw_samples",
+        "test_triggers_poisoning_metrics.py",
+    ),
+    _m(
+        "dirty-label does not relabel",
+        "attacks/base.py",
+        "        y_out[idx] = new_label\n",
+        "        pass\n",
+        "test_triggers_poisoning_metrics.py",
+    ),
+    _m(
+        "clean-label poisons other classes",
+        "attacks/base.py",
+        "candidates = torch.nonzero(y == target_label).flatten()\n    idx",
+        "candidates = torch.nonzero(y != target_label).flatten()\n    idx",
+        "test_attacks.py",
+    ),
+    _m(
+        "patch one row off",
+        "attacks/patch.py",
+        "out[..., self.row : self.row + self.size,",
+        "out[..., self.row + 1 : self.row + 1 + self.size,",
+        "test_triggers_poisoning_metrics.py",
+    ),
+    _m(
+        "blended alpha swapped",
+        "attacks/blended.py",
+        "return self.alpha * self.key().to(x.device, x.dtype) + (1 - self.alpha) * x",
+        "return (1 - self.alpha) * self.key().to(x.device, x.dtype) + self.alpha * x",
+        "test_attacks.py",
+    ),
+    _m(
+        "SIG overflows white pixels",
+        "attacks/sig.py",
+        "return (x + self.signal().to(x.device, x.dtype)).clamp(0.0, 1.0)",
+        "return x + self.signal().to(x.device, x.dtype)",
+        "test_attacks.py",
+    ),
+    _m(
+        "WaNet noise mode without noise",
+        "attacks/wanet.py",
+        "return (base + noise.to(base.device)).clamp(-1, 1)",
+        "return base.expand(n, -1, -1, -1).clone()",
+        "test_attacks.py",
+    ),
+    _m(
+        "the learned patch is stamped on every image",
+        "attacks/learned.py",
+        "out = torch.where(flags.view(-1, 1, 1, 1), self.trigger.apply(xb), xb)",
+        "out = self.trigger.apply(xb)",
+        "test_attacks.py",
+        "test_models_training.py",
+        "test_triggers_poisoning_metrics.py",
+    ),
+    _m(
+        "the learned patch is never trained",
+        "attacks/learned.py",
+        "        return [self.trigger.raw]\n",
+        "        return []\n",
+        "test_attacks.py",
+        "test_models_training.py",
+        "test_triggers_poisoning_metrics.py",
+    ),
+    _m(
+        "the noise trigger overflows",
+        "attacks/noise.py",
+        "return (x + self.pattern().to(x.device, x.dtype)).clamp_(0.0, 1.0)",
+        "return x + self.pattern().to(x.device, x.dtype)",
+        "test_triggers_poisoning_metrics.py",
+        "test_attacks.py",
+    ),
+    _m(
+        "the blur ignores its sigma",
+        "attacks/blur.py",
+        "return gaussian_blur(x, [self.kernel_size] * 2, [self.sigma] * 2)",
+        "return gaussian_blur(x, [self.kernel_size] * 2, [1.0] * 2)",
+        "test_triggers_poisoning_metrics.py",
+        "test_attacks.py",
+    ),
+    _m(
+        "a reversed trigger keeps the image where its mask is",
+        "defenses/neural_cleanse.py",
+        "        return (1 - m) * x + m * self.pattern.to(x.device, x.dtype)",
+        "        return m * x + (1 - m) * self.pattern.to(x.device, x.dtype)",
+        "test_defenses.py",
+    ),
+    _m(
+        "Neural Cleanse lowers the cost after successes",
+        "defenses/neural_cleanse.py",
+        "self.up_count, self.cost, self.went_up = 0, self.cost * self.multiplier, True",
+        "self.up_count, self.cost, self.went_up = 0, self.cost / self.multiplier, True",
+        "test_defenses.py",
+    ),
     # metrics and data
-    _m("ASR counts target-class images", "core/metrics.py",
-       "    keep = non_target_mask(y_test, target_label)\n    preds",
-       "    keep = torch.ones_like(y_test, dtype=torch.bool)\n    preds", "test_triggers_poisoning_metrics.py"),
-    _m("validation split overlaps training", "core/data.py",
-       "val_idx, train_idx = order[:VALIDATION_SIZE], order[VALIDATION_SIZE:]",
-       "val_idx, train_idx = order[:VALIDATION_SIZE], order", "test_data.py"),
-    _m("corrupt data accepted", "core/data.py", "    if actual != expected:\n", "    if actual != expected and False:\n",
-       "test_data.py"),
+    _m(
+        "ASR counts target-class images",
+        "core/metrics.py",
+        "    keep = non_target_mask(y_test, target_label)\n    preds",
+        "    keep = torch.ones_like(y_test, dtype=torch.bool)\n    preds",
+        "test_triggers_poisoning_metrics.py",
+    ),
+    _m(
+        "validation split overlaps training",
+        "core/data.py",
+        "val_idx, train_idx = order[:VALIDATION_SIZE], order[VALIDATION_SIZE:]",
+        "val_idx, train_idx = order[:VALIDATION_SIZE], order",
+        "test_data.py",
+    ),
+    _m(
+        "corrupt data accepted",
+        "core/data.py",
+        "    if actual != expected:\n",
+        "    if actual != expected and False:\n",
+        "test_data.py",
+    ),
     # detectors
-    _m("Spectral Signatures removes the lowest scores", "detectors/spectral_signatures.py",
-       "descending=True)[:n_remove]", "descending=False)[:n_remove]", "test_spectral_strip.py"),
-    _m("Spectral Signatures does not centre", "detectors/spectral_signatures.py",
-       "centred = reps.double() - reps.double().mean(0, keepdim=True)", "centred = reps.double()",
-       "test_spectral_strip.py"),
-    _m("Spectral Signatures removes epsilon, not 1.5 epsilon", "detectors/spectral_signatures.py",
-       "np.floor(1.5 * self.epsilon", "np.floor(1.0 * self.epsilon", "test_spectral_strip.py"),
-    _m("Spectral Signatures reads the conv features", "detectors/spectral_signatures.py",
-       'reps = activations(model, x, layer="penultimate")', 'reps = activations(model, x, layer="conv").flatten(1)',
-       "test_spectral_strip.py"),
-    _m("STRIP flags high entropy", "detectors/strip.py", "StripResult(h < threshold", "StripResult(h > threshold",
-       "test_spectral_strip.py"),
-    _m("STRIP threshold at 1 - FRR", "detectors/strip.py", ".double(), self.frr))", ".double(), 1 - self.frr))",
-       "test_spectral_strip.py"),
-    _m("STRIP blends not saturated", "detectors/strip.py", "(xs[:, None] + x_pool[ps]).clamp(0.0, 1.0)",
-       "(xs[:, None] + x_pool[ps])", "test_spectral_strip.py"),
-    _m("STRIP overlays shared by every input", "detectors/strip.py", "picks = self.overlays(x_pool, len(x), seed)",
-       "picks = self.overlays(x_pool, 1, seed).expand(len(x), -1)", "test_spectral_strip.py"),
-    _m("activation clustering suspects the largest cluster", "detectors/activation_clustering.py",
-       "if size <= size_threshold and i != largest]", "if i == largest]", "test_detection.py"),
-    _m("reclassification verdict inverted", "detectors/activation_clustering.py", "ratio <= ratio_threshold)",
-       "ratio > ratio_threshold)", "test_detection.py"),
-    _m("reclassifier trained with the candidates", "detectors/activation_clustering.py",
-       "keep = torch.from_numpy(~excluded)", "keep = torch.ones(len(y), dtype=torch.bool)", "test_detection.py"),
+    _m(
+        "Spectral Signatures removes the lowest scores",
+        "detectors/spectral_signatures.py",
+        "descending=True)[:n_remove]",
+        "descending=False)[:n_remove]",
+        "test_spectral_strip.py",
+    ),
+    _m(
+        "Spectral Signatures does not centre",
+        "detectors/spectral_signatures.py",
+        "centred = reps.double() - reps.double().mean(0, keepdim=True)",
+        "centred = reps.double()",
+        "test_spectral_strip.py",
+    ),
+    _m(
+        "Spectral Signatures removes epsilon, not 1.5 epsilon",
+        "detectors/spectral_signatures.py",
+        "np.floor(1.5 * self.epsilon",
+        "np.floor(1.0 * self.epsilon",
+        "test_spectral_strip.py",
+    ),
+    _m(
+        "Spectral Signatures reads the conv features",
+        "detectors/spectral_signatures.py",
+        'reps = activations(model, x, layer="penultimate")',
+        'reps = activations(model, x, layer="conv").flatten(1)',
+        "test_spectral_strip.py",
+    ),
+    _m(
+        "STRIP flags high entropy",
+        "detectors/strip.py",
+        "StripResult(h < threshold",
+        "StripResult(h > threshold",
+        "test_spectral_strip.py",
+    ),
+    _m(
+        "STRIP threshold at 1 - FRR",
+        "detectors/strip.py",
+        ".double(), self.frr))",
+        ".double(), 1 - self.frr))",
+        "test_spectral_strip.py",
+    ),
+    _m(
+        "STRIP blends not saturated",
+        "detectors/strip.py",
+        "(xs[:, None] + x_pool[ps]).clamp(0.0, 1.0)",
+        "(xs[:, None] + x_pool[ps])",
+        "test_spectral_strip.py",
+    ),
+    _m(
+        "STRIP overlays shared by every input",
+        "detectors/strip.py",
+        "picks = self.overlays(x_pool, len(x), seed)",
+        "picks = self.overlays(x_pool, 1, seed).expand(len(x), -1)",
+        "test_spectral_strip.py",
+    ),
+    _m(
+        "activation clustering suspects the largest cluster",
+        "detectors/activation_clustering.py",
+        "if size <= size_threshold and i != largest]",
+        "if i == largest]",
+        "test_detection.py",
+    ),
+    _m(
+        "reclassification verdict inverted",
+        "detectors/activation_clustering.py",
+        "ratio <= ratio_threshold)",
+        "ratio > ratio_threshold)",
+        "test_detection.py",
+    ),
+    _m(
+        "reclassifier trained with the candidates",
+        "detectors/activation_clustering.py",
+        "keep = torch.from_numpy(~excluded)",
+        "keep = torch.ones(len(y), dtype=torch.bool)",
+        "test_detection.py",
+    ),
     # defenses
-    _m("fine-pruning prunes the most active channels", "defenses/fine_pruning.py",
-       "mean_channel_activation(model, x_clean).argsort()",
-       "mean_channel_activation(model, x_clean).argsort(descending=True)", "test_defenses.py"),
-    _m("fine-pruning stops one channel late", "defenses/fine_pruning.py", "            return n - 1\n",
-       "            return n\n", "test_defenses.py"),
-    _m("fine-pruning's count chosen on the tuning images", "defenses/fine_pruning.py",
-       'SharedConvMetrics(model, {"val_acc": (defender.x_select, defender.y_select)})',
-       'SharedConvMetrics(model, {"val_acc": (defender.x_tune, defender.y_tune)})', "test_defenses.py"),
-    _m("fine-tuning on the selection images", "defenses/fine_pruning.py",
-       "    return train(data.x_tune, data.y_tune, TrainConfig(", "    return train(data.x_select, data.y_select, TrainConfig(",
-       "test_defenses.py"),
-    _m("Neural Cleanse suspects large masks", "defenses/neural_cleanse.py", "(median - l1_norms[valid])",
-       "(l1_norms[valid] - median)", "test_defenses.py"),
-    _m("Neural Cleanse without the MAD consistency constant", "defenses/neural_cleanse.py",
-       "mad = 1.4826 * np.median", "mad = np.median", "test_defenses.py"),
-    _m("unlearning stamps nothing", "defenses/neural_cleanse.py", "    x[stamp] = reversed_trigger.apply(x[stamp])\n", "",
-       "test_defenses.py"),
-    _m("unlearning relabels the stamped images to the trigger's class", "defenses/neural_cleanse.py",
-       "    return train(x, data.y_tune, TrainConfig(epochs=epochs, max_lr",
-       "    y = data.y_tune.clone()\n    y[stamp] = reversed_trigger.label\n"
-       "    return train(x, y, TrainConfig(epochs=epochs, max_lr", "test_defenses.py"),
-    _m("the defender tunes on test images", "defenses/base.py", "        splits.x_val[:n_tune], splits.y_val[:n_tune],",
-       "        splits.x_test[:n_tune], splits.y_test[:n_tune],", "test_defenses.py"),
-    _m("tuning and selection images overlap", "defenses/base.py",
-       "        splits.x_val[-n_select:], splits.y_val[-n_select:],", "        splits.x_val[:n_select], splits.y_val[:n_select],",
-       "test_defenses.py"),
+    _m(
+        "fine-pruning prunes the most active channels",
+        "defenses/fine_pruning.py",
+        "mean_channel_activation(model, x_clean).argsort()",
+        "mean_channel_activation(model, x_clean).argsort(descending=True)",
+        "test_defenses.py",
+    ),
+    _m(
+        "fine-pruning stops one channel late",
+        "defenses/fine_pruning.py",
+        "            return n - 1\n",
+        "            return n\n",
+        "test_defenses.py",
+    ),
+    _m(
+        "fine-pruning's count chosen on the tuning images",
+        "defenses/fine_pruning.py",
+        'SharedConvMetrics(model, {"val_acc": (defender.x_select, defender.y_select)})',
+        'SharedConvMetrics(model, {"val_acc": (defender.x_tune, defender.y_tune)})',
+        "test_defenses.py",
+    ),
+    _m(
+        "fine-tuning on the selection images",
+        "defenses/fine_pruning.py",
+        "    return train(data.x_tune, data.y_tune, TrainConfig(",
+        "    return train(data.x_select, data.y_select, TrainConfig(",
+        "test_defenses.py",
+    ),
+    _m(
+        "Neural Cleanse suspects large masks",
+        "defenses/neural_cleanse.py",
+        "(median - l1_norms[valid])",
+        "(l1_norms[valid] - median)",
+        "test_defenses.py",
+    ),
+    _m(
+        "Neural Cleanse without the MAD consistency constant",
+        "defenses/neural_cleanse.py",
+        "mad = 1.4826 * np.median",
+        "mad = np.median",
+        "test_defenses.py",
+    ),
+    _m(
+        "unlearning stamps nothing",
+        "defenses/neural_cleanse.py",
+        "    x[stamp] = reversed_trigger.apply(x[stamp])\n",
+        "",
+        "test_defenses.py",
+    ),
+    _m(
+        "unlearning relabels the stamped images to the trigger's class",
+        "defenses/neural_cleanse.py",
+        "    return train(x, data.y_tune, TrainConfig(epochs=epochs, max_lr",
+        "    y = data.y_tune.clone()\n    y[stamp] = reversed_trigger.label\n"
+        "    return train(x, y, TrainConfig(epochs=epochs, max_lr",
+        "test_defenses.py",
+    ),
+    _m(
+        "the defender tunes on test images",
+        "defenses/base.py",
+        "        splits.x_val[:n_tune], splits.y_val[:n_tune],",
+        "        splits.x_test[:n_tune], splits.y_test[:n_tune],",
+        "test_defenses.py",
+    ),
+    _m(
+        "tuning and selection images overlap",
+        "defenses/base.py",
+        "        splits.x_val[-n_select:], splits.y_val[-n_select:],",
+        "        splits.x_val[:n_select], splits.y_val[:n_select],",
+        "test_defenses.py",
+    ),
     # scoring and verdicts
-    _m("STRIP's threshold set on test images", "orchestration/defend.py",
-       "threshold = strip.threshold(result.model, defender.x_select, defender.x_tune, seed)",
-       "threshold = strip.threshold(result.model, splits.x_test[:n_inputs], defender.x_tune, seed)", "test_scoring.py"),
-    _m("STRIP scored on triggered target-class images", "orchestration/defend.py",
-       "triggered = result.trigger.apply(splits.x_test[keep][:n_inputs])",
-       "triggered = result.trigger.apply(splits.x_test[:n_inputs])", "test_scoring.py"),
-    _m("STRIP's FAR counts the rejected", "orchestration/defend.py", "float((h_trig >= threshold).float().mean())",
-       "float((h_trig < threshold).float().mean())", "test_scoring.py"),
-    _m("detections scored against the target label", "orchestration/defend.py",
-       "return result.poisoned.x, result.poisoned.y, result.poisoned.is_poison",
-       "return result.poisoned.x, result.poisoned.y, result.poisoned.y == result.experiment.target_label",
-       "test_scoring.py"),
-    _m("the matrix scores activation clustering by recall", "orchestration/defend.py",
-       'value = scores["f1"] if name == "activation_clustering" else scores["recall"]', 'value = scores["recall"]',
-       "test_scoring.py"),
-    _m("clean accuracy measured on validation images", "orchestration/experiments.py",
-       'return {"clean_acc": clean_accuracy(model, splits.x_test, splits.y_test), "asr": asr}',
-       'return {"clean_acc": clean_accuracy(model, splits.x_val, splits.y_val), "asr": asr}', "test_scoring.py"),
-    _m("retraining keeps the flagged images", "orchestration/experiments.py", "    keep = ~remove\n",
-       "    keep = torch.ones_like(remove)\n", "test_scoring.py"),
-    _m("every run judged, backdoor or not", "orchestration/matrix.py", 'runs["implanted"] = runs.asr >= min_asr',
-       'runs["implanted"] = runs.asr >= 0', "test_verdicts.py"),
-    _m("the defender's score not flipped where lower is better", "orchestration/matrix.py", "            score[d] = 1 - mean[d]",
-       "            score[d] = mean[d]", "test_evaluation.py"),
+    _m(
+        "STRIP's threshold set on test images",
+        "orchestration/defend.py",
+        "threshold = strip.threshold(result.model, defender.x_select, defender.x_tune,"
+        " seed)",
+        "threshold = strip.threshold(result.model, splits.x_test[:n_inputs],"
+        " defender.x_tune, seed)",
+        "test_scoring.py",
+    ),
+    _m(
+        "STRIP scored on triggered target-class images",
+        "orchestration/defend.py",
+        "triggered = result.trigger.apply(splits.x_test[keep][:n_inputs])",
+        "triggered = result.trigger.apply(splits.x_test[:n_inputs])",
+        "test_scoring.py",
+    ),
+    _m(
+        "STRIP's FAR counts the rejected",
+        "orchestration/defend.py",
+        "float((h_trig >= threshold).float().mean())",
+        "float((h_trig < threshold).float().mean())",
+        "test_scoring.py",
+    ),
+    _m(
+        "detections scored against the target label",
+        "orchestration/defend.py",
+        "return result.poisoned.x, result.poisoned.y, result.poisoned.is_poison",
+        "return result.poisoned.x, result.poisoned.y, result.poisoned.y =="
+        " result.experiment.target_label",
+        "test_scoring.py",
+    ),
+    _m(
+        "the matrix scores activation clustering by recall",
+        "orchestration/defend.py",
+        'value = scores["f1"] if name == "activation_clustering" else scores["recall"]',
+        'value = scores["recall"]',
+        "test_scoring.py",
+    ),
+    _m(
+        "clean accuracy measured on validation images",
+        "orchestration/experiments.py",
+        'return {"clean_acc": clean_accuracy(model, splits.x_test, splits.y_test),'
+        ' "asr": asr}',
+        'return {"clean_acc": clean_accuracy(model, splits.x_val, splits.y_val), "asr":'
+        " asr}",
+        "test_scoring.py",
+    ),
+    _m(
+        "retraining keeps the flagged images",
+        "orchestration/experiments.py",
+        "    keep = ~remove\n",
+        "    keep = torch.ones_like(remove)\n",
+        "test_scoring.py",
+    ),
+    _m(
+        "every run judged, backdoor or not",
+        "orchestration/matrix.py",
+        'runs["implanted"] = runs.asr >= min_asr',
+        'runs["implanted"] = runs.asr >= 0',
+        "test_verdicts.py",
+    ),
+    _m(
+        "the defender's score not flipped where lower is better",
+        "orchestration/matrix.py",
+        "            score[d] = 1 - mean[d]",
+        "            score[d] = mean[d]",
+        "test_evaluation.py",
+    ),
 ]
 
 
@@ -167,30 +389,59 @@ def module_text(mutant: Mutant, package: Path = ROOT / "backdoor_utils") -> str:
 
 
 def run(mutant: Mutant, python: str = sys.executable) -> tuple[bool, str]:
-    """Apply ``mutant`` to a copy of the project and run its tests there: (caught, pytest's summary)."""
+    """Apply ``mutant`` to a copy of the project and run its tests there: (caught,
+    pytest's summary)."""
     with tempfile.TemporaryDirectory(prefix="backdoor-mutant-") as tmp:
         copy = Path(tmp) / "project"
-        shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", ".venv", "artifacts", "runs", "_build", "data",
-                                                                   "__pycache__"))
+        shutil.copytree(
+            ROOT,
+            copy,
+            ignore=shutil.ignore_patterns(
+                ".git", ".venv", "artifacts", "runs", "_build", "data", "__pycache__"
+            ),
+        )
         path = copy / "backdoor_utils" / mutant.module
         text = path.read_text()
         if text.count(mutant.original) != 1:
-            raise ValueError(f"{mutant.name}: the code it breaks occurs {text.count(mutant.original)} times in "
-                             f"{mutant.module} (expected once): update tests/mutants.py")
+            raise ValueError(
+                f"{mutant.name}: the code it breaks occurs"
+                f" {text.count(mutant.original)} times in {mutant.module} (expected"
+                " once): update tests/mutants.py"
+            )
         path.write_text(text.replace(mutant.original, mutant.broken))
-        env = {**os.environ, "PYTHONPATH": str(copy), "BACKDOOR_ARTIFACTS": str(Path(tmp) / "artifacts"),
-               "BACKDOOR_DATA": os.environ.get("BACKDOOR_DATA", str(ROOT / "data")), "TQDM_DISABLE": "1"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(copy),
+            "BACKDOOR_ARTIFACTS": str(Path(tmp) / "artifacts"),
+            "BACKDOOR_DATA": os.environ.get("BACKDOOR_DATA", str(ROOT / "data")),
+            "TQDM_DISABLE": "1",
+        }
         tests = [f"tests/unit/{name}" for name in mutant.tests]
-        done = subprocess.run([python, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x", *tests], cwd=copy, env=env,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [python, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x", *tests],
+            cwd=copy,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         lines = [line for line in done.stdout.splitlines() if line.strip()]
-        failed = [line.split("::")[-1].split(" ")[0] for line in lines if line.startswith("FAILED")]
-        summary = (failed[0] + ": " if failed else "") + (lines[-1] if lines else done.stderr.strip()[-200:])
+        failed = [
+            line.split("::")[-1].split(" ")[0]
+            for line in lines
+            if line.startswith("FAILED")
+        ]
+        summary = (failed[0] + ": " if failed else "") + (
+            lines[-1] if lines else done.stderr.strip()[-200:]
+        )
         return done.returncode != 0, summary
 
 
 def main(words: list[str]) -> int:
-    chosen = [m for m in MUTANTS if not words or any(w.lower() in m.name.lower() for w in words)]
+    chosen = [
+        m
+        for m in MUTANTS
+        if not words or any(w.lower() in m.name.lower() for w in words)
+    ]
     if not chosen:
         print(f"no mutant's name contains {' or '.join(words)}", file=sys.stderr)
         return 2
@@ -198,11 +449,17 @@ def main(words: list[str]) -> int:
     for mutant in chosen:
         start = time.perf_counter()
         caught, summary = run(mutant)
-        print(f"{'caught' if caught else 'MISSED'}  {mutant.name} ({time.perf_counter() - start:.0f} s): {summary}",
-              flush=True)
+        print(
+            f"{'caught' if caught else 'MISSED'}  {mutant.name}"
+            f" ({time.perf_counter() - start:.0f} s): {summary}",
+            flush=True,
+        )
         if not caught:
             missed.append(mutant.name)
-    print(f"{len(chosen) - len(missed)} of {len(chosen)} mutants caught" + (f"; missed: {', '.join(missed)}" if missed else ""))
+    print(
+        f"{len(chosen) - len(missed)} of {len(chosen)} mutants caught"
+        + (f"; missed: {', '.join(missed)}" if missed else "")
+    )
     return 1 if missed else 0
 
 

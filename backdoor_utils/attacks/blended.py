@@ -1,9 +1,10 @@
-"""Blended injection (Chen et al. 2017): a fixed full-image key pattern blended into the poisons,
-x' = alpha * k + (1 - alpha) * x, relabelled to the target (dirty-label, all-to-one).
+"""Blended injection (Chen et al. 2017): a fixed full-image key pattern blended into the
+poisons, x' = alpha * k + (1 - alpha) * x, relabelled to the target (dirty-label,
+all-to-one).
 
-The paper blends a cartoon image or a random-noise pattern; MNIST has one channel, so the book uses
-their random-noise key: uniform in [0, 1] per pixel, seeded. The same alpha is used for poisoning
-and at test time.
+The paper blends a cartoon image or a random-noise pattern; MNIST has one channel, so
+the book uses their random-noise key: uniform in [0, 1] per pixel, seeded. The same
+alpha is used for poisoning and at test time.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from .base import Attack, register
 
 @dataclass(frozen=True)
 class BlendedTrigger:
-    """``alpha * key + (1 - alpha) * x`` with a seeded uniform-noise ``key`` [1, 1, 28, 28]."""
+    """``alpha * key + (1 - alpha) * x`` with a seeded uniform-noise ``key`` [1, 1, 28,
+    28]."""
 
     alpha: float = 0.2
     seed: int = 4321
 
     def key(self) -> torch.Tensor:
-        return torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(self.seed))
+        return torch.rand(
+            1, 1, 28, 28, generator=torch.Generator().manual_seed(self.seed)
+        )
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         return self.alpha * self.key().to(x.device, x.dtype) + (1 - self.alpha) * x
@@ -36,7 +40,8 @@ class BlendedTrigger:
 @register
 @dataclass(frozen=True)
 class Blended(Attack):
-    """Dirty-label poisoning with :class:`BlendedTrigger` (``blend_alpha`` in (0, 1))."""
+    """Dirty-label poisoning with :class:`BlendedTrigger` (``blend_alpha`` in (0,
+    1))."""
 
     name = "blended"
     rules = {"blend_alpha": open_unit}

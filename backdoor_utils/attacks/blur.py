@@ -1,4 +1,5 @@
-"""A semantic trigger: Gaussian blur of the whole image (or, as the original study did, a corner)."""
+"""A semantic trigger: Gaussian blur of the whole image (or, as the original study did,
+a corner)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import torch
 from ..core.checks import odd_kernel, positive
 from .base import Attack, register
 
+
 @dataclass(frozen=True)
 class BlurTrigger:
-    """Gaussian blur (torchvision ``gaussian_blur``) of the whole image, or of a corner region.
+    """Gaussian blur (torchvision ``gaussian_blur``) of the whole image, or of a corner
+    region.
 
-    ``region`` None blurs everything; an int r blurs only the bottom-right r x r corner, as the
-    original study did.
+    ``region`` None blurs everything; an int r blurs only the bottom-right r x r corner,
+    as the original study did.
     """
 
     kernel_size: int = 5
@@ -22,15 +25,18 @@ class BlurTrigger:
     region: int | None = None
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        # imported here: torchvision costs seconds to import, and the command line's processes
-        # (``backdoor-book``, every Dask worker) import the attacks without blurring anything
+        # imported here: torchvision costs seconds to import, and the command line's
+        # processes (``backdoor-book``, every Dask worker) import the attacks without
+        # blurring anything
         from torchvision.transforms.functional import gaussian_blur
 
         if self.region is None:
             return gaussian_blur(x, [self.kernel_size] * 2, [self.sigma] * 2)
         out = x.clone()
         r = self.region
-        out[..., -r:, -r:] = gaussian_blur(x, [self.kernel_size] * 2, [self.sigma] * 2)[..., -r:, -r:]
+        out[..., -r:, -r:] = gaussian_blur(x, [self.kernel_size] * 2, [self.sigma] * 2)[
+            ..., -r:, -r:
+        ]
         return out
 
     def spec(self) -> dict:

@@ -1,4 +1,5 @@
-"""An invisible additive noise trigger: one fixed, seeded pattern bounded in L-inf by ``eps``."""
+"""An invisible additive noise trigger: one fixed, seeded pattern bounded in L-inf by
+``eps``."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from .base import Attack, register
 
 @dataclass(frozen=True)
 class NoiseTrigger:
-    """A fixed, seeded pattern, uniform in [-eps, eps] per pixel, added to the whole image and
-    clamped to [0,1] (so L-inf <= eps)."""
+    """A fixed, seeded pattern, uniform in [-eps, eps] per pixel, added to the whole
+    image and clamped to [0,1] (so L-inf <= eps)."""
 
     eps: float = 8 / 255
     seed: int = 1234
@@ -32,7 +33,8 @@ class NoiseTrigger:
 @register
 @dataclass(frozen=True)
 class Noise(Attack):
-    """Dirty-label poisoning with :class:`NoiseTrigger` (``eps`` in [0, 1] pixel units)."""
+    """Dirty-label poisoning with :class:`NoiseTrigger` (``eps`` in [0, 1] pixel
+    units)."""
 
     name = "noise"
     rules = {"eps": positive(1.0)}

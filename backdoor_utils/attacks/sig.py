@@ -1,11 +1,11 @@
-"""SIG (Barni et al. 2019): a clean-label attack. A horizontal sinusoidal signal
-v(i, j) = delta * sin(2 pi j f / m) (m the image width) is added to training images *of the target
-class only*, whose labels stay correct; at test time the same signal added to any image should
-send it to the target. ``poison_rate`` is the share of the target class's training images that
-carry the signal.
+"""SIG (Barni et al. 2019): a clean-label attack. A horizontal sinusoidal signal v(i, j)
+= delta * sin(2 pi j f / m) (m the image width) is added to training images *of the
+target class only*, whose labels stay correct; at test time the same signal added to any
+image should send it to the target. ``poison_rate`` is the share of the target class's
+training images that carry the signal.
 
-The paper's MNIST settings are delta = 20 (on a 0-255 scale) and f = 6; the book uses the same
-delta for poisoning and testing and clamps to [0, 1].
+The paper's MNIST settings are delta = 20 (on a 0-255 scale) and f = 6; the book uses
+the same delta for poisoning and testing and clamps to [0, 1].
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from .base import Attack, register
 
 @dataclass(frozen=True)
 class SinusoidTrigger:
-    """``x + delta * sin(2 pi j f / 28)`` on every row (column index j), clamped to [0, 1]."""
+    """``x + delta * sin(2 pi j f / 28)`` on every row (column index j), clamped to [0,
+    1]."""
 
     delta: float = 20 / 255
     frequency: int = 6

@@ -12,11 +12,16 @@ from typing import Any
 
 import torch
 
-ARTIFACTS = Path(os.environ.get("BACKDOOR_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts"))
+ARTIFACTS = Path(
+    os.environ.get(
+        "BACKDOOR_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts"
+    )
+)
 
 
 def atomic_write_bytes(path: Path | str, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` via a temp file in the same folder and an atomic rename."""
+    """Write ``payload`` to ``path`` via a temp file in the same folder and an atomic
+    rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -36,7 +41,8 @@ def atomic_write_text(path: Path | str, text: str) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path | str) -> None:
-    """``torch.save`` through a temp file + rename: a crash never leaves a half-written file."""
+    """``torch.save`` through a temp file + rename: a crash never leaves a half-written
+    file."""
     import io
 
     buffer = io.BytesIO()
@@ -54,7 +60,8 @@ def cache_path(kind: str, spec: dict, root: Path | str | None = None) -> Path:
     return Path(root or ARTIFACTS) / kind / f"{cache_key(spec)}.pt"
 
 
-#: The file beside the cache's folders where every computed entry gets a line (see :func:`save_cached`).
+#: The file beside the cache's folders where every computed entry gets a line (see
+#: :func:`save_cached`).
 LOG_NAME = "computed.log"
 
 
@@ -70,26 +77,48 @@ def load_cached(path: Path) -> dict | None:
 
 
 def describe(spec: dict) -> str:
-    """A cache entry in a few words: its kind, then the attack, poison rate and seed it belongs to
-    and the detector or defense it ran, where the spec has them."""
+    """A cache entry in a few words: its kind, then the attack, poison rate and seed it
+    belongs to and the detector or defense it ran, where the spec has them."""
     words = [str(spec.get("kind", "entry"))]
-    for key in ("attack", "poison_rate", "seed", "detector", "defense", "cell_seed", "epochs"):
+    for key in (
+        "attack",
+        "poison_rate",
+        "seed",
+        "detector",
+        "defense",
+        "cell_seed",
+        "epochs",
+    ):
         if spec.get(key) is not None:
-            words.append(str(spec[key]) if key in ("attack", "detector", "defense") else f"{key} {spec[key]}")
+            words.append(
+                str(spec[key])
+                if key in ("attack", "detector", "defense")
+                else f"{key} {spec[key]}"
+            )
     return " ".join(words)
 
 
-def save_cached(path: Path, payload: dict, spec: dict, seconds: float | None = None) -> None:
-    """Store an entry and its spec, then append a line to ``computed.log`` in the cache's root:
-    when, how long the computation took (``seconds``, "-" when not timed), which entry. A long
-    build can be followed there (``make book`` prints it as it grows) and timed afterwards."""
+def save_cached(
+    path: Path, payload: dict, spec: dict, seconds: float | None = None
+) -> None:
+    """Store an entry and its spec, then append a line to ``computed.log`` in the
+    cache's root: when, how long the computation took (``seconds``, "-" when not timed),
+    which entry. A long build can be followed there (``make book`` prints it as it
+    grows) and timed afterwards.
+    """
     path = Path(path)
     atomic_torch_save(payload, path)
-    atomic_write_text(path.with_suffix(".json"), json.dumps(spec, indent=2, sort_keys=True, default=str))
+    atomic_write_text(
+        path.with_suffix(".json"),
+        json.dumps(spec, indent=2, sort_keys=True, default=str),
+    )
     took = "-" if seconds is None else f"{seconds:.1f} s"
-    line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}\t{took}\t{path.parent.name}/{path.stem}\t{describe(spec)}\n"
+    when = time.strftime("%Y-%m-%d %H:%M:%S")
+    line = f"{when}\t{took}\t{path.parent.name}/{path.stem}\t{describe(spec)}\n"
     try:
-        with open(path.parent.parent / LOG_NAME, "a") as log:  # one short append: whole lines even
+        with open(
+            path.parent.parent / LOG_NAME, "a"
+        ) as log:  # one short append: whole lines even
             log.write(line)  # when several processes (Dask workers) compute at once
     except OSError:
         pass  # the log is a courtesy: an unwritable one never costs a computed entry

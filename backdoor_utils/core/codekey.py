@@ -1,16 +1,21 @@
-"""The code part of a cache key: a digest of what a computation runs, not of the files it lives in.
+"""The code part of a cache key: a digest of what a computation runs, not of the files
+it lives in.
 
-:func:`code_digest` hashes the syntax tree of a function or class - without its docstrings, its
-comments, its layout or its own name - in which every name that refers to something of this
-package is replaced by *that* thing's digest (a function or class: its own tree, recursively; a
-constant: its value), and every name that refers to a library by the library's full name. So:
+:func:`code_digest` hashes the syntax tree of a function or class - without its
+docstrings, its comments, its layout or its own name - in which every name that refers
+to something of this package is replaced by *that* thing's digest (a function or class:
+its own tree, recursively; a constant: its value), and every name that refers to a
+library by the library's full name. So:
 
-* reformatting, a comment, a docstring, renaming or moving a helper, or editing an unrelated
-  function in the same file keeps the digest (and every cache key built on it);
-* a changed line, default, constant or helper anywhere in what the computation calls changes it.
+* reformatting, a comment, a docstring, renaming or moving a helper, or editing an
+  unrelated function in the same file keeps the digest (and every cache key built on
+  it);
+* a changed line, default, constant or helper anywhere in what the computation calls
+  changes it.
 
-Calls the tree cannot resolve (a method of an argument, a class found in a registry by name) are
-covered by passing that class as a root of its own (:func:`code_digest` takes several).
+Calls the tree cannot resolve (a method of an argument, a class found in a registry by
+name) are covered by passing that class as a root of its own (:func:`code_digest` takes
+several).
 """
 
 from __future__ import annotations
@@ -27,14 +32,16 @@ from pathlib import PurePath
 
 PACKAGE = __name__.split(".")[0]
 
-#: Value types whose ``repr`` is part of a digest when a computation reads a constant of them.
+#: Value types whose ``repr`` is part of a digest when a computation reads a constant of
+#: them.
 _PLAIN = (int, float, bool, str, bytes, type(None), complex)
 
 
 def keyed_elsewhere(reason: str):
-    """Mark a function whose result is keyed by other means (``reason``, e.g. the data's SHA-256):
-    its code is left out of every digest that calls it, so that an edit to, say, the download
-    logic does not re-key results that the verified files' hashes already key."""
+    """Mark a function whose result is keyed by other means (``reason``, e.g. the data's
+    SHA-256): its code is left out of every digest that calls it, so that an edit to,
+    say, the download logic does not re-key results that the verified files' hashes
+    already key."""
 
     def mark(fn):
         fn.__keyed_elsewhere__ = reason
@@ -58,7 +65,8 @@ def _unwrap(obj):
 
 
 class _Messages(ast.NodeTransformer):
-    """The text of an error message (a raised exception's strings) as one placeholder."""
+    """The text of an error message (a raised exception's strings) as one
+    placeholder."""
 
     def visit_Constant(self, node):
         return ast.Constant(value="message") if isinstance(node.value, str) else node
@@ -68,8 +76,9 @@ class _Messages(ast.NodeTransformer):
 
 
 def _strip(tree: ast.AST) -> ast.AST:
-    """Drop docstrings, error messages' wording, type annotations of arguments and return values
-    (they compute nothing) and the definition's own name (a rename keeps the digest)."""
+    """Drop docstrings, error messages' wording, type annotations of arguments and
+    return values (they compute nothing) and the definition's own name (a rename keeps
+    the digest)."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Raise) and node.exc is not None:
             node.exc = _Messages().visit(node.exc)
@@ -77,10 +86,16 @@ def _strip(tree: ast.AST) -> ast.AST:
             node.annotation = None
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             node.returns = None
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
+        if isinstance(
+            node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)
+        ):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(getattr(body[0], "value", None), ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 node.body = body[1:] or [ast.Pass()]
     if isinstance(tree, ast.Module) and len(tree.body) == 1:
         tree = tree.body[0]
@@ -90,7 +105,8 @@ def _strip(tree: ast.AST) -> ast.AST:
 
 
 def _chain(node: ast.AST) -> list[str] | None:
-    """``a.b.c`` as ``["a", "b", "c"]``; None when the chain does not start at a plain name."""
+    """``a.b.c`` as ``["a", "b", "c"]``; None when the chain does not start at a plain
+    name."""
     parts = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
@@ -112,8 +128,13 @@ class _Resolver(ast.NodeTransformer):
             return None
         obj, used = self.scope[parts[0]], 1
         # follow attributes through the package's modules and classes only (never call a
-        # property); a library module keeps the attributes as written (``torch.bfloat16``)
-        while used < len(parts) and _in_package(obj) and isinstance(obj, (types.ModuleType, type)):
+        # property); a library module keeps the attributes as written
+        # (``torch.bfloat16``)
+        while (
+            used < len(parts)
+            and _in_package(obj)
+            and isinstance(obj, (types.ModuleType, type))
+        ):
             try:
                 obj = inspect.getattr_static(obj, parts[used])
             except AttributeError:
@@ -146,14 +167,20 @@ def _bound_names(tree: ast.AST) -> set:
         elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
             names.add(node.id)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node is not tree:
+            names.update(
+                (alias.asname or alias.name).split(".")[0] for alias in node.names
+            )
+        elif (
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and node is not tree
+        ):
             names.add(node.name)
     return names
 
 
 def _describe(obj, stack: list) -> str | None:
-    """What a name refers to, as it enters a digest; None to leave the name as written."""
+    """What a name refers to, as it enters a digest; None to leave the name as
+    written."""
     if isinstance(obj, types.ModuleType):
         return "module:package" if _in_package(obj) else f"module:{obj.__name__}"
     if isinstance(obj, (staticmethod, classmethod)):
@@ -173,8 +200,8 @@ def _describe(obj, stack: list) -> str | None:
 
 
 def _value(obj, stack: list) -> str:
-    """A constant's content: plain values and containers of them; for anything else its type
-    (a path, for one, differs between clones and must not enter a key)."""
+    """A constant's content: plain values and containers of them; for anything else its
+    type (a path, for one, differs between clones and must not enter a key)."""
     if isinstance(obj, enum.Enum):
         return repr(obj)
     if isinstance(obj, _PLAIN):
@@ -185,9 +212,13 @@ def _value(obj, stack: list) -> str:
             items = sorted(items)
         return f"{type(obj).__name__}({', '.join(items)})"
     if isinstance(obj, dict):
-        items = sorted(f"{_value(k, stack)}: {_value(v, stack)}" for k, v in obj.items())
+        items = sorted(
+            f"{_value(k, stack)}: {_value(v, stack)}" for k, v in obj.items()
+        )
         return "dict(" + ", ".join(items) + ")"
-    if isinstance(obj, (types.FunctionType, type, types.ModuleType, types.BuiltinFunctionType)):
+    if isinstance(
+        obj, (types.FunctionType, type, types.ModuleType, types.BuiltinFunctionType)
+    ):
         return _describe(obj, stack)
     if isinstance(obj, PurePath):
         return "path"
@@ -203,18 +234,22 @@ def _source_of(obj) -> tuple[str, dict]:
     try:
         source = textwrap.dedent(inspect.getsource(obj))
     except (OSError, TypeError) as error:
-        raise ValueError(f"code_digest: cannot read the source of {obj!r} ({error})") from None
+        raise ValueError(
+            f"code_digest: cannot read the source of {obj!r} ({error})"
+        ) from None
     scope = dict(getattr(inspect.getmodule(obj), "__dict__", {}))
     if isinstance(obj, types.FunctionType) and obj.__closure__:
         scope.update(inspect.getclosurevars(obj).nonlocals)
     return source, scope
 
 
-#: While :func:`code_closure` runs: every object a digest reads, in the order first read.
+#: While :func:`code_closure` runs: every object a digest reads, in the order first
+#: read.
 _trace: list | None = None
 
-#: Digests computed so far, by object - only of objects outside every cycle: a member of a cycle
-#: is digested afresh from each root, so a digest never depends on which root was read first.
+#: Digests computed so far, by object - only of objects outside every cycle: a member of
+#: a cycle is digested afresh from each root, so a digest never depends on which root
+#: was read first.
 _memo: dict = {}
 
 
@@ -223,16 +258,22 @@ def _digest_one(obj, stack: list | None = None) -> str:
     obj = _unwrap(obj)
     reason = reason or getattr(obj, "__keyed_elsewhere__", None)
     if reason is not None:
-        return "keyed elsewhere"  # the reason is for the reader: rewording it re-keys nothing
+        return (  # the reason is for the reader: rewording it re-keys nothing
+            "keyed elsewhere"
+        )
     if _trace is not None and obj not in _trace:
         _trace.append(obj)
     if obj in _memo:
         return _memo[obj]
     stack = [] if stack is None else stack
     frames = [frame for frame, _ in stack]
-    if obj in frames:  # recursion (a function calling itself, two classes naming each other)
+    if (
+        obj in frames
+    ):  # recursion (a function calling itself, two classes naming each other)
         depth = frames.index(obj)
-        for frame in stack[depth:]:  # every member of the cycle: its digest depends on the entry
+        for frame in stack[
+            depth:
+        ]:  # every member of the cycle: its digest depends on the entry
             frame[1].add(depth)
         return "recursive"
     entry = (obj, set())
@@ -242,7 +283,11 @@ def _digest_one(obj, stack: list | None = None) -> str:
         tree = _strip(ast.parse(source))
         parts = []
         if isinstance(obj, type):  # package base classes shape their subclasses
-            parts += [_digest_one(base, stack) for base in obj.__mro__[1:] if _in_package(base)]
+            parts += [
+                _digest_one(base, stack)
+                for base in obj.__mro__[1:]
+                if _in_package(base)
+            ]
         tree = _Resolver(scope, _bound_names(tree) - {"__class__"}, stack).visit(tree)
         parts.append(ast.dump(tree, annotate_fields=False, include_attributes=False))
     finally:
@@ -254,8 +299,10 @@ def _digest_one(obj, stack: list | None = None) -> str:
 
 
 def code_digest(*objects) -> str:
-    """Digest of the code behind ``objects`` (functions and classes of this package), each with
-    everything it calls in the package; see the module's docstring for what changes it."""
+    """Digest of the code behind ``objects`` (functions and classes of this package),
+    each with everything it calls in the package; see the module's docstring for what
+    changes it.
+    """
     digest = hashlib.sha256()
     for obj in objects:
         digest.update(_digest_one(obj).encode() + b"\0")
@@ -263,12 +310,15 @@ def code_digest(*objects) -> str:
 
 
 def code_closure(*objects) -> list[str]:
-    """The package's functions and classes that :func:`code_digest` of ``objects`` reads (their
-    qualified names): what an edit must touch to re-key the entry."""
+    """The package's functions and classes that :func:`code_digest` of ``objects`` reads
+    (their qualified names): what an edit must touch to re-key the entry."""
     global _trace, _memo
     saved, _memo, _trace = _memo, {}, []
     try:
         code_digest(*objects)
-        return [f"{getattr(o, '__module__', '?')}.{getattr(o, '__qualname__', o)}" for o in _trace]
+        return [
+            f"{getattr(o, '__module__', '?')}.{getattr(o, '__qualname__', o)}"
+            for o in _trace
+        ]
     finally:
         _memo, _trace = saved, None

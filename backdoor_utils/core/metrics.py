@@ -1,8 +1,8 @@
 """The book's metrics, each defined once.
 
 * clean accuracy (CA): accuracy on the full clean test set;
-* attack success rate (ASR): share of triggered test images whose true label is *not* the target
-  that the model classifies as the target;
+* attack success rate (ASR): share of triggered test images whose true label is *not*
+  the target that the model classifies as the target;
 * detection precision / recall / F1 against the true poison flags (scikit-learn);
 * image distortion: L-inf, L2 and PSNR of triggered vs clean images.
 """
@@ -31,7 +31,9 @@ def attack_success_rate(model, x_test, y_test, trigger, target_label: int) -> fl
     return float((preds == target_label).float().mean())
 
 
-def trigger_fire_rate(model, x: torch.Tensor, y: torch.Tensor, target_label: int) -> float:
+def trigger_fire_rate(
+    model, x: torch.Tensor, y: torch.Tensor, target_label: int
+) -> float:
     """Share of (already transformed) non-target images classified as the target."""
     keep = non_target_mask(y, target_label)
     return float((predict(model, x[keep]) == target_label).float().mean())
@@ -40,13 +42,23 @@ def trigger_fire_rate(model, x: torch.Tensor, y: torch.Tensor, target_label: int
 def detection_scores(is_poison: torch.Tensor, flagged: torch.Tensor) -> dict:
     """Precision, recall and F1 of ``flagged`` against the true poison flags."""
     p, r, f, _ = precision_recall_fscore_support(
-        is_poison.numpy().astype(bool), flagged.numpy().astype(bool), average="binary", zero_division=0
+        is_poison.numpy().astype(bool),
+        flagged.numpy().astype(bool),
+        average="binary",
+        zero_division=0,
     )
-    return {"precision": float(p), "recall": float(r), "f1": float(f), "n_flagged": int(flagged.sum()), "n_poison": int(is_poison.sum())}
+    return {
+        "precision": float(p),
+        "recall": float(r),
+        "f1": float(f),
+        "n_flagged": int(flagged.sum()),
+        "n_poison": int(is_poison.sum()),
+    }
 
 
 def distortion(clean: torch.Tensor, triggered: torch.Tensor) -> dict:
-    """Per-image L-inf, L2 and PSNR (dB, peak 1.0) of ``triggered`` vs ``clean``; tensors [N]."""
+    """Per-image L-inf, L2 and PSNR (dB, peak 1.0) of ``triggered`` vs ``clean``;
+    tensors [N]."""
     diff = (triggered - clean).flatten(1)
     mse = diff.pow(2).mean(1)
     psnr = 10 * torch.log10(1.0 / mse.clamp_min(1e-12))

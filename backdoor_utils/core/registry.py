@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 class Registry:
-    """Classes found by their ``name``: ``register`` (a class decorator), ``names`` and ``get``."""
+    """Classes found by their ``name``: ``register`` (a class decorator), ``names`` and
+    ``get``."""
 
     def __init__(self, kind: str):
         self.kind, self.classes = kind, {}
@@ -21,7 +22,10 @@ class Registry:
     def get(self, name: str, **params):
         """The {kind} called ``name`` built with ``params``."""
         if name not in self.classes:
-            raise ValueError(f"{self.kind}: must be one of {', '.join(map(repr, self.classes))}, got {name!r}")
+            raise ValueError(
+                f"{self.kind}: must be one of {', '.join(map(repr, self.classes))}, got"
+                f" {name!r}"
+            )
         return self.classes[name](**params)
 
 

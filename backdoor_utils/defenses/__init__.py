@@ -1,15 +1,82 @@
-"""Model-repair defenses, one module each, on clean data only and without knowledge of the trigger:
-fine-pruning (:mod:`.fine_pruning`, Liu et al. 2018, with the original study's fc-layer pruning)
-and Neural Cleanse (:mod:`.neural_cleanse`, Wang et al. 2019). ``defenses.get("fine_pruning")``
-builds one by name; the functions of each method are re-exported here.
+"""Model-repair defenses, one module each, on clean data only and without knowledge of
+the trigger: fine-pruning (:mod:`.fine_pruning`, Liu et al. 2018, with the original
+study's fc-layer pruning) and Neural Cleanse (:mod:`.neural_cleanse`, Wang et al. 2019).
+``defenses.get("fine_pruning")`` builds one by name; the functions of each method are
+re-exported here.
 """
 
-from .base import REGISTRY, DefenderData, Defense, Measure, Repair, SharedConvMetrics, accuracy, defender_data, defense_metrics, get, names, register
-from .fine_pruning import FinePruning, channel_ranking, choose_fc_amount, choose_prune_count, fc_pruned, fine_tune, mean_channel_activation, pruned, pruning_curve, validation_curve
-from .neural_cleanse import CleanseReport, NeuralCleanse, ReversedTrigger, anomaly_indices, cleanse_report, neural_cleanse, pack_reversed, reverse_engineer_trigger, reverse_engineer_triggers, unlearn, unpack_reversed
+from .base import (
+    REGISTRY,
+    DefenderData,
+    Defense,
+    Measure,
+    Repair,
+    SharedConvMetrics,
+    accuracy,
+    defender_data,
+    defense_metrics,
+    get,
+    names,
+    register,
+)
+from .fine_pruning import (
+    FinePruning,
+    channel_ranking,
+    choose_fc_amount,
+    choose_prune_count,
+    fc_pruned,
+    fine_tune,
+    mean_channel_activation,
+    pruned,
+    pruning_curve,
+    validation_curve,
+)
+from .neural_cleanse import (
+    CleanseReport,
+    NeuralCleanse,
+    ReversedTrigger,
+    anomaly_indices,
+    cleanse_report,
+    neural_cleanse,
+    pack_reversed,
+    reverse_engineer_trigger,
+    reverse_engineer_triggers,
+    unlearn,
+    unpack_reversed,
+)
 
-__all__ = ["REGISTRY", "CleanseReport", "DefenderData", "Defense", "FinePruning", "Measure", "NeuralCleanse", "Repair",
-           "ReversedTrigger", "SharedConvMetrics", "accuracy", "anomaly_indices", "channel_ranking", "choose_fc_amount",
-           "choose_prune_count", "cleanse_report", "defender_data", "defense_metrics", "fc_pruned", "fine_tune", "get",
-           "mean_channel_activation", "names", "neural_cleanse", "pack_reversed", "pruned", "pruning_curve", "register",
-           "reverse_engineer_trigger", "reverse_engineer_triggers", "unlearn", "unpack_reversed", "validation_curve"]
+__all__ = [
+    "REGISTRY",
+    "CleanseReport",
+    "DefenderData",
+    "Defense",
+    "FinePruning",
+    "Measure",
+    "NeuralCleanse",
+    "Repair",
+    "ReversedTrigger",
+    "SharedConvMetrics",
+    "accuracy",
+    "anomaly_indices",
+    "channel_ranking",
+    "choose_fc_amount",
+    "choose_prune_count",
+    "cleanse_report",
+    "defender_data",
+    "defense_metrics",
+    "fc_pruned",
+    "fine_tune",
+    "get",
+    "mean_channel_activation",
+    "names",
+    "neural_cleanse",
+    "pack_reversed",
+    "pruned",
+    "pruning_curve",
+    "register",
+    "reverse_engineer_trigger",
+    "reverse_engineer_triggers",
+    "unlearn",
+    "unpack_reversed",
+    "validation_curve",
+]

@@ -1,14 +1,15 @@
-"""Spectral signatures (Tran, Li and Madry 2018): poisons leave a trace along the top singular
-direction of their label's representations.
+"""Spectral signatures (Tran, Li and Madry 2018): poisons leave a trace along the top
+singular direction of their label's representations.
 
-Per training label: the penultimate representations R (one row per image), centred on their mean;
-the top right-singular vector v of that centred matrix; each image's outlier score is its squared
-projection ((R_i - mean) . v)^2. The paper removes, in every label, the 1.5 x epsilon x n images
-with the highest scores, where epsilon is an upper bound on the share of that label's images that
-are poisoned - the defender's assumption about the attack, not something read off the data.
-With 1% of the whole training set poisoned into one label, about 9% of that label is poison, so
-epsilon must bound *that* share (IBM ART's version removes 1.5% of every label instead). The model
-is then retrained without the removed images; the orchestration does that and scores the flags.
+Per training label: the penultimate representations R (one row per image), centred on
+their mean; the top right-singular vector v of that centred matrix; each image's outlier
+score is its squared projection ((R_i - mean) . v)^2. The paper removes, in every label,
+the 1.5 x epsilon x n images with the highest scores, where epsilon is an upper bound on
+the share of that label's images that are poisoned - the defender's assumption about the
+attack, not something read off the data. With 1% of the whole training set poisoned into
+one label, about 9% of that label is poison, so epsilon must bound *that* share (IBM
+ART's version removes 1.5% of every label instead). The model is then retrained without
+the removed images; the orchestration does that and scores the flags.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from ..core.training import activations
 from .base import Detector, register
 
 
-def direction_scores(reps: torch.Tensor, n_directions: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def direction_scores(
+    reps: torch.Tensor, n_directions: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared projections [n, k] of the centred rows of ``reps`` [n, d] on its first
     ``n_directions`` right-singular vectors, and those vectors' singular values [k]."""
     centred = reps.double() - reps.double().mean(0, keepdim=True)
@@ -33,7 +36,8 @@ def direction_scores(reps: torch.Tensor, n_directions: int = 1) -> tuple[torch.T
 
 
 def outlier_scores(reps: torch.Tensor) -> torch.Tensor:
-    """Squared projection of each centred row of ``reps`` [n, d] on its top right-singular vector."""
+    """Squared projection of each centred row of ``reps`` [n, d] on its top
+    right-singular vector."""
     return direction_scores(reps)[0][:, 0].float()
 
 
@@ -49,14 +53,22 @@ class SpectralResult:
 @register
 @dataclass(frozen=True)
 class SpectralSignatures(Detector):
-    """Remove the ``1.5 * epsilon`` highest-scoring share of every label (``epsilon`` in (0, 1))."""
+    """Remove the ``1.5 * epsilon`` highest-scoring share of every label (``epsilon`` in
+    (0, 1))."""
 
     name = "spectral_signatures"
     rules = {"epsilon": open_unit}
     epsilon: float = 0.1
 
-    def detect(self, model, x: torch.Tensor, y: torch.Tensor, seed: int = 0, device: str = "auto",
-               train=None) -> SpectralResult:
+    def detect(
+        self,
+        model,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        seed: int = 0,
+        device: str = "auto",
+        train=None,
+    ) -> SpectralResult:
         reps = activations(model, x, layer="penultimate")
         flags = torch.zeros(len(y), dtype=torch.bool)
         scores = torch.zeros(len(y))

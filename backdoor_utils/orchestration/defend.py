@@ -1,10 +1,11 @@
-"""Detectors and defenses run against one attack result and scored: what the activation-clustering
-detections and the attack x defense matrix cache, entry by entry.
+"""Detectors and defenses run against one attack result and scored: what the
+activation-clustering detections and the attack x defense matrix cache, entry by entry.
 
-It knows the true poison flags and the test trigger, and uses them only to *score* what a detector
-or defense decided without them. Every cached detection and matrix cell is keyed on this module's
-model's key and on the code that computes it (see :mod:`backdoor_utils.codekey`), so the
-reader-side summaries in :mod:`backdoor_utils.evaluation` can change without recomputing one.
+It knows the true poison flags and the test trigger, and uses them only to *score* what
+a detector or defense decided without them. Every cached detection and matrix cell is
+keyed on this module's model's key and on the code that computes it (see
+:mod:`backdoor_utils.codekey`), so the reader-side summaries in
+:mod:`backdoor_utils.evaluation` can change without recomputing one.
 """
 
 from __future__ import annotations
@@ -18,14 +19,28 @@ from sklearn.metrics import roc_auc_score
 
 from ..defenses import DefenderData, Measure
 from ..detectors import Detector
-from ..detectors.activation_clustering import ActivationClustering, ClassClustering, Detection, Reclassification
+from ..detectors.activation_clustering import (
+    ActivationClustering,
+    ClassClustering,
+    Detection,
+    Reclassification,
+)
 from ..detectors.strip import STRIP
-from .experiments import AttackResult, cleanse, tensor_digest, train_cached, train_on_data_cached
+from .experiments import (
+    AttackResult,
+    cleanse,
+    tensor_digest,
+    train_cached,
+    train_on_data_cached,
+)
 from ..core.metrics import detection_scores
 
 
-def training_set(result: AttackResult) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(images, labels, true poison flags)`` the model of ``result`` was trained on."""
+def training_set(
+    result: AttackResult,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(images, labels, true poison flags)`` the model of ``result`` was trained
+    on."""
     if result.poisoned is None:
         y = result.splits.y_train
         return result.splits.x_train, y, torch.zeros(len(y), dtype=torch.bool)
@@ -33,65 +48,116 @@ def training_set(result: AttackResult) -> tuple[torch.Tensor, torch.Tensor, torc
 
 
 def _cached_reclassifier(x, y, config, device):
-    """Exclusionary reclassification's model, cached like every model (keyed on its data)."""
+    """Exclusionary reclassification's model, cached like every model (keyed on its
+    data)."""
     return train_on_data_cached(x, y, config, device, desc="reclassifier")
 
 
-def detect_and_score(result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto") -> tuple[Detection, dict]:
-    """``detector`` (e.g. ``detectors.get("activation_clustering")``) on the training set of
-    ``result`` (any model it trains is cached), then precision / recall / F1 against the true
-    flags and the flagged share."""
+def detect_and_score(
+    result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto"
+) -> tuple[Detection, dict]:
+    """``detector`` (e.g. ``detectors.get("activation_clustering")``) on the training
+    set of ``result`` (any model it trains is cached), then precision / recall / F1
+    against the true flags and the flagged share."""
     x, y, truth = training_set(result)
-    found = detector.detect(result.model, x, y, seed=seed, device=device, train=_cached_reclassifier)
-    return found, {**detection_scores(truth, found.flags), "flagged_fraction": float(found.flags.float().mean())}
+    found = detector.detect(
+        result.model, x, y, seed=seed, device=device, train=_cached_reclassifier
+    )
+    return found, {
+        **detection_scores(truth, found.flags),
+        "flagged_fraction": float(found.flags.float().mean()),
+    }
 
 
 def _plain(value):
-    """A numpy scalar as the Python number it holds (cache entries load with ``weights_only``)."""
+    """A numpy scalar as the Python number it holds (cache entries load with
+    ``weights_only``)."""
     return value.item() if isinstance(value, np.generic) else value
 
 
 def pack_detection(found: Detection, scores: dict) -> dict:
-    """An activation-clustering :class:`Detection` and its scores as tensors and plain values."""
+    """An activation-clustering :class:`Detection` and its scores as tensors and plain
+    values."""
     reclassification = found.reclassification
-    return {"clusterings": [{"label": int(c.label), "index": torch.from_numpy(c.index),
-                             "projected": torch.from_numpy(c.projected), "assignments": torch.from_numpy(c.assignments),
-                             "k": int(c.k), "silhouette": float(c.silhouette),
-                             "silhouettes": {int(k): float(v) for k, v in c.silhouettes.items()}}
-                            for c in found.clusterings],
-            "flags": reclassification.flags, "source_classes": reclassification.source_classes,
-            "table": [{key: _plain(v) for key, v in row.items()} for row in reclassification.table],
-            "members": [torch.from_numpy(np.asarray(m)) for m in reclassification.members],
-            "scores": {key: _plain(v) for key, v in scores.items()}}
+    return {
+        "clusterings": [
+            {
+                "label": int(c.label),
+                "index": torch.from_numpy(c.index),
+                "projected": torch.from_numpy(c.projected),
+                "assignments": torch.from_numpy(c.assignments),
+                "k": int(c.k),
+                "silhouette": float(c.silhouette),
+                "silhouettes": {int(k): float(v) for k, v in c.silhouettes.items()},
+            }
+            for c in found.clusterings
+        ],
+        "flags": reclassification.flags,
+        "source_classes": reclassification.source_classes,
+        "table": [
+            {key: _plain(v) for key, v in row.items()} for row in reclassification.table
+        ],
+        "members": [torch.from_numpy(np.asarray(m)) for m in reclassification.members],
+        "scores": {key: _plain(v) for key, v in scores.items()},
+    }
 
 
 def unpack_detection(payload: dict) -> tuple[Detection, dict]:
     """The inverse of :func:`pack_detection`."""
-    clusterings = [ClassClustering(c["label"], c["index"].numpy(), c["projected"].numpy(), c["assignments"].numpy(),
-                                   c["k"], c["silhouette"], c["silhouettes"]) for c in payload["clusterings"]]
-    reclassification = Reclassification(payload["flags"], payload["table"], payload["source_classes"],
-                                        [m.numpy() for m in payload["members"]])
+    clusterings = [
+        ClassClustering(
+            c["label"],
+            c["index"].numpy(),
+            c["projected"].numpy(),
+            c["assignments"].numpy(),
+            c["k"],
+            c["silhouette"],
+            c["silhouettes"],
+        )
+        for c in payload["clusterings"]
+    ]
+    reclassification = Reclassification(
+        payload["flags"],
+        payload["table"],
+        payload["source_classes"],
+        [m.numpy() for m in payload["members"]],
+    )
     return Detection(clusterings, reclassification), payload["scores"]
 
 
-def detect_cached(result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto") -> tuple[Detection, dict]:
-    """:func:`detect_and_score`, cached for activation clustering under the attack's full spec,
-    the model's key, the detector's parameters, the seed and the code that runs and packs the
-    detection: a chapter that rereads the same detection, or re-executes,
-    recomputes nothing. Other detectors are run as they are."""
+def detect_cached(
+    result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto"
+) -> tuple[Detection, dict]:
+    """:func:`detect_and_score`, cached for activation clustering under the attack's
+    full spec, the model's key, the detector's parameters, the seed and the code that
+    runs and packs the detection: a chapter that rereads the same detection, or
+    re-executes, recomputes nothing. Other detectors are run as they are."""
     if not isinstance(detector, ActivationClustering):
         return detect_and_score(result, detector, seed=seed, device=device)
-    spec = {"kind": "detection", **result.experiment.spec(), "model": result.key, "detector": detector.name,
-            "detector_params": asdict(detector), "detection_seed": seed}
-    payload, _ = train_cached(spec, lambda: pack_detection(*detect_and_score(result, detector, seed=seed, device=device)),
-                              kind="detections", code=(detect_and_score, pack_detection, type(detector)), device=device)
+    spec = {
+        "kind": "detection",
+        **result.experiment.spec(),
+        "model": result.key,
+        "detector": detector.name,
+        "detector_params": asdict(detector),
+        "detection_seed": seed,
+    }
+    payload, _ = train_cached(
+        spec,
+        lambda: pack_detection(
+            *detect_and_score(result, detector, seed=seed, device=device)
+        ),
+        kind="detections",
+        code=(detect_and_score, pack_detection, type(detector)),
+        device=device,
+    )
     return unpack_detection(payload)
 
 
 @dataclass
 class Screening:
-    """STRIP on one attack: entropies of clean and triggered test inputs, the threshold the
-    defender set on its own clean images, and the rates the reader scores."""
+    """STRIP on one attack: entropies of clean and triggered test inputs, the threshold
+    the defender set on its own clean images, and the rates the reader scores."""
 
     clean_entropy: torch.Tensor
     triggered_entropy: torch.Tensor
@@ -101,11 +167,17 @@ class Screening:
     auroc: float
 
 
-def screen_inputs(result: AttackResult, strip: STRIP, defender: DefenderData, n_inputs: int = 1000,
-                  seed: int = 0) -> Screening:
-    """STRIP against ``result``: overlays from the defender's tuning images, the threshold from its
-    selection images (a false-rejection rate of ``strip.frr`` there), then the first ``n_inputs``
-    clean test images and as many triggered non-target test images, scored."""
+def screen_inputs(
+    result: AttackResult,
+    strip: STRIP,
+    defender: DefenderData,
+    n_inputs: int = 1000,
+    seed: int = 0,
+) -> Screening:
+    """STRIP against ``result``: overlays from the defender's tuning images, the
+    threshold from its selection images (a false-rejection rate of ``strip.frr`` there),
+    then the first ``n_inputs`` clean test images and as many triggered non-target test
+    images, scored."""
     splits, target = result.splits, result.experiment.target_label
     threshold = strip.threshold(result.model, defender.x_select, defender.x_tune, seed)
     clean = splits.x_test[:n_inputs]
@@ -114,32 +186,72 @@ def screen_inputs(result: AttackResult, strip: STRIP, defender: DefenderData, n_
     h_clean = strip.entropy(result.model, clean, defender.x_tune, seed + 1)
     h_trig = strip.entropy(result.model, triggered, defender.x_tune, seed + 2)
     truth = np.r_[np.zeros(len(h_clean)), np.ones(len(h_trig))]
-    auroc = float(roc_auc_score(truth, -np.r_[h_clean.numpy(), h_trig.numpy()]))  # low entropy = triggered
-    return Screening(h_clean, h_trig, threshold, float((h_clean < threshold).float().mean()),
-                     float((h_trig >= threshold).float().mean()), auroc)
+    auroc = float(
+        roc_auc_score(truth, -np.r_[h_clean.numpy(), h_trig.numpy()])
+    )  # low entropy = triggered
+    return Screening(
+        h_clean,
+        h_trig,
+        threshold,
+        float((h_clean < threshold).float().mean()),
+        float((h_trig >= threshold).float().mean()),
+        auroc,
+    )
 
 
-def screen_inputs_cached(result: AttackResult, strip: STRIP, defender: DefenderData, n_inputs: int = 1000,
-                         seed: int = 0, device: str = "auto") -> Screening:
-    """:func:`screen_inputs`, cached under the attack's full spec, STRIP's parameters, a hash of
-    the defender's images, ``n_inputs``, the seed, the model's key and the screening's code: a
-    chapter that re-executes screens nothing again."""
-    spec = {"kind": "screening", **result.experiment.spec(), "model": result.key, "detector": strip.name,
-            "detector_params": asdict(strip), "defender_images": tensor_digest(defender.x_select, defender.x_tune),
-            "n_inputs": n_inputs, "screening_seed": seed}
-    payload, _ = train_cached(spec, lambda: asdict(screen_inputs(result, strip, defender, n_inputs, seed)),
-                              kind="screenings", code=(screen_inputs, type(strip)), device=device)
+def screen_inputs_cached(
+    result: AttackResult,
+    strip: STRIP,
+    defender: DefenderData,
+    n_inputs: int = 1000,
+    seed: int = 0,
+    device: str = "auto",
+) -> Screening:
+    """:func:`screen_inputs`, cached under the attack's full spec, STRIP's parameters, a
+    hash of the defender's images, ``n_inputs``, the seed, the model's key and the
+    screening's code: a chapter that re-executes screens nothing again."""
+    spec = {
+        "kind": "screening",
+        **result.experiment.spec(),
+        "model": result.key,
+        "detector": strip.name,
+        "detector_params": asdict(strip),
+        "defender_images": tensor_digest(defender.x_select, defender.x_tune),
+        "n_inputs": n_inputs,
+        "screening_seed": seed,
+    }
+    payload, _ = train_cached(
+        spec,
+        lambda: asdict(screen_inputs(result, strip, defender, n_inputs, seed)),
+        kind="screenings",
+        code=(screen_inputs, type(strip)),
+        device=device,
+    )
     return Screening(**payload)
 
 
-def defense_cell(result: AttackResult, name: str, method, defender: DefenderData, seed: int = 0,
-                 device: str = "auto", strip_inputs: int = 1000) -> dict:
-    """One cell of the matrix: ``method`` (the defense called ``name``) against ``result``, its main
-    metric as ``value`` plus what the reader needs beside it (precision, AUROC, the CA cost)."""
+def defense_cell(
+    result: AttackResult,
+    name: str,
+    method,
+    defender: DefenderData,
+    seed: int = 0,
+    device: str = "auto",
+    strip_inputs: int = 1000,
+) -> dict:
+    """One cell of the matrix: ``method`` (the defense called ``name``) against
+    ``result``, its main metric as ``value`` plus what the reader needs beside it
+    (precision, AUROC, the CA cost).
+    """
     if name in ("activation_clustering", "spectral_signatures"):
         _, scores = detect_and_score(result, method, seed, device)
         value = scores["f1"] if name == "activation_clustering" else scores["recall"]
-        return {"value": value, "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"]}
+        return {
+            "value": value,
+            "precision": scores["precision"],
+            "recall": scores["recall"],
+            "f1": scores["f1"],
+        }
     if name == "strip":
         screening = screen_inputs(result, method, defender, strip_inputs, seed)
         return {"value": screening.far, "auroc": screening.auroc, "frr": screening.frr}
@@ -148,19 +260,49 @@ def defense_cell(result: AttackResult, name: str, method, defender: DefenderData
         model = method.unlearn_flagged(result.model, report, defender, seed, device)
     else:
         model = method.repair(result.model, defender, seed, device).model
-    after = Measure(defender, result.splits, result.trigger, result.experiment.target_label)(model)
-    return {"value": after["asr"], "ca_cost_pp": 100 * (result.clean_acc - after["clean_acc"])}
+    after = Measure(
+        defender, result.splits, result.trigger, result.experiment.target_label
+    )(model)
+    return {
+        "value": after["asr"],
+        "ca_cost_pp": 100 * (result.clean_acc - after["clean_acc"]),
+    }
 
 
-def defense_cell_cached(result: AttackResult, name: str, method, defender: DefenderData, n_tune: int,
-                        seed: int = 0, device: str = "auto", strip_inputs: int = 1000) -> dict:
-    """:func:`defense_cell`, cached under the attack's full spec, the defense's name and parameters,
-    the defender's data (its size and a hash of its images), the seed, the model's key and the
-    cell's code: an interrupted matrix resumes where it stopped, and a rerun recomputes nothing."""
+def defense_cell_cached(
+    result: AttackResult,
+    name: str,
+    method,
+    defender: DefenderData,
+    n_tune: int,
+    seed: int = 0,
+    device: str = "auto",
+    strip_inputs: int = 1000,
+) -> dict:
+    """:func:`defense_cell`, cached under the attack's full spec, the defense's name and
+    parameters, the defender's data (its size and a hash of its images), the seed, the
+    model's key and the cell's code: an interrupted matrix resumes where it stopped, and
+    a rerun recomputes nothing.
+    """
     params = asdict(method) if is_dataclass(method) else repr(method)
-    spec = {"kind": "matrix_cell", **result.experiment.spec(), "model": result.key, "defense": name,
-            "defense_params": params, "n_tune": n_tune, "defender_data": tensor_digest(*vars(defender).values()),
-            "cell_seed": seed, "strip_inputs": strip_inputs}
-    cell, _ = train_cached(spec, lambda: defense_cell(result, name, method, defender, seed, device, strip_inputs),
-                           kind="matrix_cells", code=(defense_cell, type(method)), device=device)
+    spec = {
+        "kind": "matrix_cell",
+        **result.experiment.spec(),
+        "model": result.key,
+        "defense": name,
+        "defense_params": params,
+        "n_tune": n_tune,
+        "defender_data": tensor_digest(*vars(defender).values()),
+        "cell_seed": seed,
+        "strip_inputs": strip_inputs,
+    }
+    cell, _ = train_cached(
+        spec,
+        lambda: defense_cell(
+            result, name, method, defender, seed, device, strip_inputs
+        ),
+        kind="matrix_cells",
+        code=(defense_cell, type(method)),
+        device=device,
+    )
     return cell

@@ -1,13 +1,15 @@
-"""The attack x defense matrix: built over attacks, seeds and defenses, summarised, and read.
+"""The attack x defense matrix: built over attacks, seeds and defenses, summarised, and
+read.
 
-Building it runs every cell through :mod:`.defend` (cached there); reading it says which cells give
-a defender what it needs. A defense can only be judged against a backdoor that is there: a run
-(attack, seed) whose attack did not implant one - its ASR before any defense below ``min_asr`` -
-says nothing about the defense (an input filter "lets through" triggered inputs the model
-classifies correctly anyway, and a repair "leaves" the ASR the attack never had).
-:func:`judge_matrix` therefore summarises each cell over the runs where the attack worked only,
-says over how many, and leaves out the attacks that worked at no seed. No cache is keyed on this
-module: a change here recomputes no matrix cell.
+Building it runs every cell through :mod:`.defend` (cached there); reading it says which
+cells give a defender what it needs. A defense can only be judged against a backdoor
+that is there: a run (attack, seed) whose attack did not implant one - its ASR before
+any defense below ``min_asr`` - says nothing about the defense (an input filter "lets
+through" triggered inputs the model classifies correctly anyway, and a repair "leaves"
+the ASR the attack never had). :func:`judge_matrix` therefore summarises each cell over
+the runs where the attack worked only, says over how many, and leaves out the attacks
+that worked at no seed. No cache is keyed on this module: a change here recomputes no
+matrix cell.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from ..defenses import defender_data
 from .defend import defense_cell_cached
 from .experiments import run_attack
 
-
-#: The matrix's columns: each defense's main metric and whether a higher value is better for the
-#: defender (detection F1 or recall; the false-acceptance rate of triggered inputs at the clean
-#: false-rejection rate STRIP was set for; the ASR left after a repair).
+#: The matrix's columns: each defense's main metric and whether a higher value is better
+#: for the defender (detection F1 or recall; the false-acceptance rate of triggered
+#: inputs at the clean false-rejection rate STRIP was set for; the ASR left after a
+#: repair).
 MATRIX_METRICS = {
     "activation_clustering": ("F1", True),
     "spectral_signatures": ("recall", True),
@@ -49,38 +51,66 @@ def display_name(defense: str) -> str:
 
 
 def matrix_label(defense: str) -> str:
-    """A matrix column's heading in a figure: the defense's name and, below it, its metric."""
+    """A matrix column's heading in a figure: the defense's name and, below it, its
+    metric."""
     return f"{MATRIX_NAMES[defense]}\n({MATRIX_METRICS[defense][0]})"
 
 
-def mean_sd_texts(mean: pd.DataFrame, spread: pd.DataFrame, fmt: str = ".2f") -> pd.DataFrame:
-    """Each cell of :func:`matrix_summary` as the reader sees it, "mean ± sd"; a no-break space
-    after the "±", so a narrow table column breaks only before it, never between it and the spread."""
+def mean_sd_texts(
+    mean: pd.DataFrame, spread: pd.DataFrame, fmt: str = ".2f"
+) -> pd.DataFrame:
+    """Each cell of :func:`matrix_summary` as the reader sees it, "mean ± sd"; a
+    no-break space after the "±", so a narrow table column breaks only before it, never
+    between it and the spread.
+    """
     show = f"{{:{fmt}}}".format
     return mean.map(show) + " ±\u00a0" + spread.map(show)
 
 
-def defense_matrix(experiments: dict, seeds, methods: dict, device: str = "auto", n_tune: int = 5000,
-                   strip_inputs: int = 1000) -> pd.DataFrame:
-    """Every attack (``{name: Experiment}``) at every seed against every defense (``{name: method}``,
-    names as in :data:`MATRIX_METRICS`): one row per (attack, seed, defense), with the attack's own
-    CA and ASR. Models, reclassifiers, reversed triggers and the cells themselves are cached
-    (:func:`defense_cell_cached`), so an interrupted run resumes and a rerun is cheap."""
+def defense_matrix(
+    experiments: dict,
+    seeds,
+    methods: dict,
+    device: str = "auto",
+    n_tune: int = 5000,
+    strip_inputs: int = 1000,
+) -> pd.DataFrame:
+    """Every attack (``{name: Experiment}``) at every seed against every defense
+    (``{name: method}``, names as in :data:`MATRIX_METRICS`): one row per (attack, seed,
+    defense), with the attack's own CA and ASR. Models, reclassifiers, reversed triggers
+    and the cells themselves are cached (:func:`defense_cell_cached`), so an interrupted
+    run resumes and a rerun is cheap.
+    """
     rows = []
     for attack, exp in experiments.items():
         for seed in seeds:
             result = run_attack(exp.with_(seed=seed), device)
             defender = defender_data(result.splits, n_tune=n_tune)
             for name, method in methods.items():
-                cell = defense_cell_cached(result, name, method, defender, n_tune, seed, device, strip_inputs)
-                rows.append({"attack": attack, "seed": seed, "defense": name, "metric": MATRIX_METRICS[name][0],
-                             "clean_acc": result.clean_acc, "asr": result.asr, **cell})
+                cell = defense_cell_cached(
+                    result, name, method, defender, n_tune, seed, device, strip_inputs
+                )
+                rows.append(
+                    {
+                        "attack": attack,
+                        "seed": seed,
+                        "defense": name,
+                        "metric": MATRIX_METRICS[name][0],
+                        "clean_acc": result.clean_acc,
+                        "asr": result.asr,
+                        **cell,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-def matrix_summary(matrix: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Per (attack, defense): the mean of ``value``, its sample standard deviation over seeds
-    (0 for one seed), and the defender's score (the mean, or 1 - mean where lower is better)."""
+def matrix_summary(
+    matrix: pd.DataFrame,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Per (attack, defense): the mean of ``value``, its sample standard deviation over
+    seeds (0 for one seed), and the defender's score (the mean, or 1 - mean where lower
+    is better).
+    """
     grouped = matrix.groupby(["attack", "defense"], sort=False)["value"]
     mean = grouped.mean().unstack("defense")
     spread = grouped.std(ddof=1).fillna(0.0).unstack("defense")
@@ -94,9 +124,9 @@ def matrix_summary(matrix: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd
     return mean, spread, score
 
 
-#: What a defender needs from each defense's main metric: a detector that finds at least 90% of the
-#: poisons (F1 or recall >= 0.9), an input filter that lets at most 5% of triggered inputs through
-#: (FAR <= 0.05), a repair that leaves ASR <= 0.05.
+#: What a defender needs from each defense's main metric: a detector that finds at least
+#: 90% of the poisons (F1 or recall >= 0.9), an input filter that lets at most 5% of
+#: triggered inputs through (FAR <= 0.05), a repair that leaves ASR <= 0.05.
 DEFENDER_NEEDS = {
     "activation_clustering": 0.9,
     "spectral_signatures": 0.9,
@@ -107,29 +137,36 @@ DEFENDER_NEEDS = {
 
 
 def attack_runs(matrix: pd.DataFrame, min_asr: float) -> pd.DataFrame:
-    """One row per (attack, seed) of the matrix: the model's CA and ASR before any defense, and
-    whether the attack implanted a backdoor (ASR >= ``min_asr``)."""
+    """One row per (attack, seed) of the matrix: the model's CA and ASR before any
+    defense, and whether the attack implanted a backdoor (ASR >= ``min_asr``)."""
     if not 0.0 < min_asr < 1.0:
         raise ValueError(f"min_asr: must be in (0, 1), got {min_asr}")
-    runs = matrix.drop_duplicates(["attack", "seed"])[["attack", "seed", "clean_acc", "asr"]].reset_index(drop=True)
+    runs = matrix.drop_duplicates(["attack", "seed"])[
+        ["attack", "seed", "clean_acc", "asr"]
+    ].reset_index(drop=True)
     runs["implanted"] = runs.asr >= min_asr
     return runs
 
 
 def meets_need(defense: str, value: float, needs: dict = DEFENDER_NEEDS) -> bool:
-    """Whether a cell's value is what a defender needs (the metric's direction from MATRIX_METRICS)."""
+    """Whether a cell's value is what a defender needs (the metric's direction from
+    MATRIX_METRICS)."""
     higher_is_better = MATRIX_METRICS[defense][1]
-    return bool(value >= needs[defense]) if higher_is_better else bool(value <= needs[defense])
+    return (
+        bool(value >= needs[defense])
+        if higher_is_better
+        else bool(value <= needs[defense])
+    )
 
 
 @dataclass
 class MatrixVerdict:
     """The matrix judged over the runs where the attack implanted a backdoor.
 
-    ``mean``/``spread``/``score`` as :func:`evaluation.matrix_summary`, one row per attack of the
-    matrix (NaN for an attack that worked at no seed); ``runs`` from :func:`attack_runs`;
-    ``meets`` 1.0 where a judged cell meets the need, 0.0 where it does not, NaN where nothing
-    was judged."""
+    ``mean``/``spread``/``score`` as :func:`evaluation.matrix_summary`, one row per
+    attack of the matrix (NaN for an attack that worked at no seed); ``runs`` from
+    :func:`attack_runs`; ``meets`` 1.0 where a judged cell meets the need, 0.0 where it
+    does not, NaN where nothing was judged."""
 
     runs: pd.DataFrame
     mean: pd.DataFrame
@@ -137,7 +174,9 @@ class MatrixVerdict:
     score: pd.DataFrame
     meets: pd.DataFrame
     n_seeds: pd.Series  # per attack: the seeds at which it implanted a backdoor
-    failing: list  # "attack vs defense (metric value)" for every judged cell below the need
+    failing: (
+        list  # "attack vs defense (metric value)" for every judged cell below the need
+    )
     stopped: list  # attacks at least one defense stops
     unstopped: list  # attacks that worked and that no defense stops
     not_implanted: list  # attacks that implanted a backdoor at no seed
@@ -151,23 +190,28 @@ class MatrixVerdict:
         return int((self.meets == 1).values.sum())
 
     def cell_texts(self, blank: str = "-") -> pd.DataFrame:
-        """Each cell as the reader sees it: "mean ± sd" over the seeds judged (a narrow table column
-        breaks it only before the "±", never between "±" and the spread), the mean alone when one
-        seed was judged (it has no spread), ``blank`` where nothing was judged."""
+        """Each cell as the reader sees it: "mean ± sd" over the seeds judged (a narrow
+        table column breaks it only before the "±", never between "±" and the spread),
+        the mean alone when one seed was judged (it has no spread), ``blank`` where
+        nothing was judged."""
         texts = mean_sd_texts(self.mean, self.spread)
         one_seed = self.n_seeds.reindex(self.mean.index) == 1
         texts.loc[one_seed] = self.mean.loc[one_seed].map("{:.2f}".format)
         return texts.mask(self.mean.isna(), blank)
 
     def best_defense(self) -> tuple[str, int]:
-        """The defense that meets the need against the most attacks, and against how many."""
+        """The defense that meets the need against the most attacks, and against how
+        many."""
         counts = (self.meets == 1).sum()
         return str(counts.idxmax()), int(counts.max())
 
 
-def judge_matrix(matrix: pd.DataFrame, min_asr: float = 0.5, needs: dict = DEFENDER_NEEDS) -> MatrixVerdict:
-    """Judge every cell of ``matrix`` (rows as :func:`evaluation.defense_matrix` returns them)
-    over the seeds where its attack reached ASR >= ``min_asr`` before any defense."""
+def judge_matrix(
+    matrix: pd.DataFrame, min_asr: float = 0.5, needs: dict = DEFENDER_NEEDS
+) -> MatrixVerdict:
+    """Judge every cell of ``matrix`` (rows as :func:`evaluation.defense_matrix` returns
+    them) over the seeds where its attack reached ASR >= ``min_asr`` before any defense.
+    """
     runs = attack_runs(matrix, min_asr)
     attacks = list(dict.fromkeys(matrix.attack))
     worked = runs.loc[runs.implanted, ["attack", "seed"]]
@@ -176,13 +220,40 @@ def judge_matrix(matrix: pd.DataFrame, min_asr: float = 0.5, needs: dict = DEFEN
         mean, spread, score = (frame.reindex(attacks) for frame in matrix_summary(kept))
     else:
         defenses = [d for d in MATRIX_METRICS if d in set(matrix.defense)]
-        mean = spread = score = pd.DataFrame(float("nan"), index=attacks, columns=defenses)
-    meets = pd.DataFrame({d: [float("nan") if v != v else float(meets_need(d, v, needs)) for v in mean[d]]
-                          for d in mean.columns}, index=mean.index)
-    n_seeds = runs.groupby("attack", sort=False).implanted.sum().reindex(attacks).astype(int)
-    failing = [f"{a} vs {display_name(d)} ({MATRIX_METRICS[d][0]} {mean.loc[a, d]:.2f})"
-               for a in attacks for d in mean.columns if meets.loc[a, d] == 0]
+        mean = spread = score = pd.DataFrame(
+            float("nan"), index=attacks, columns=defenses
+        )
+    meets = pd.DataFrame(
+        {
+            d: [
+                float("nan") if v != v else float(meets_need(d, v, needs))
+                for v in mean[d]
+            ]
+            for d in mean.columns
+        },
+        index=mean.index,
+    )
+    n_seeds = (
+        runs.groupby("attack", sort=False).implanted.sum().reindex(attacks).astype(int)
+    )
+    failing = [
+        f"{a} vs {display_name(d)} ({MATRIX_METRICS[d][0]} {mean.loc[a, d]:.2f})"
+        for a in attacks
+        for d in mean.columns
+        if meets.loc[a, d] == 0
+    ]
     not_implanted = [a for a in attacks if n_seeds[a] == 0]
     stopped = [a for a in attacks if (meets.loc[a] == 1).any()]
     unstopped = [a for a in attacks if a not in not_implanted and a not in stopped]
-    return MatrixVerdict(runs, mean, spread, score, meets, n_seeds, failing, stopped, unstopped, not_implanted)
+    return MatrixVerdict(
+        runs,
+        mean,
+        spread,
+        score,
+        meets,
+        n_seeds,
+        failing,
+        stopped,
+        unstopped,
+        not_implanted,
+    )

@@ -1,16 +1,26 @@
-"""Validation of notebook parameters: one call right after each chapter's ``parameters`` cell.
+"""Validation of notebook parameters: one call right after each chapter's ``parameters``
+cell.
 
-Every invalid value raises ``ValueError`` naming the parameter and its allowed values, before any
-data is loaded or any model is trained.
+Every invalid value raises ``ValueError`` naming the parameter and its allowed values,
+before any data is loaded or any model is trained.
 """
 
 from __future__ import annotations
 
 from .. import attacks
-from ..core.checks import choice, device, integer, list_of, open_unit, positive, seed_target_pairs, silhouette
+from ..core.checks import (
+    choice,
+    device,
+    integer,
+    list_of,
+    open_unit,
+    positive,
+    seed_target_pairs,
+    silhouette,
+)
 
-#: The rule for every parameter any chapter may declare besides the attacks' own parameters
-#: (``patch_size``, ``eps``, ...), which come from each attack's declaration.
+#: The rule for every parameter any chapter may declare besides the attacks' own
+#: parameters (``patch_size``, ``eps``, ...), which come from each attack's declaration.
 RULES = {
     "seed": integer(0, 2**31 - 1),
     "target_label": integer(0, 9),
@@ -57,12 +67,17 @@ RULES = {
 
 
 def validate_parameters(**params) -> None:
-    """Check every parameter against its rule (:data:`RULES`, and each registered attack's own).
+    """Check every parameter against its rule (:data:`RULES`, and each registered
+    attack's own).
 
-    Raises ``ValueError`` for an unknown name (listing the known ones) or an invalid value.
+    Raises ``ValueError`` for an unknown name (listing the known ones) or an invalid
+    value.
     """
     rules = {**attacks.parameter_rules(), **RULES}
     for name, value in params.items():
         if name not in rules:
-            raise ValueError(f"{name}: unknown parameter; known parameters are {', '.join(sorted(rules))}")
+            raise ValueError(
+                f"{name}: unknown parameter; known parameters are"
+                f" {', '.join(sorted(rules))}"
+            )
         rules[name](name, value)

@@ -1,9 +1,10 @@
-"""Studies over many runs: detectors and defenses over seeds and targets, where the true poisons
-went and why a detector missed, the stealth / poison grid, learned against fixed triggers, and
-what the latent space shows - each summarised for the reader.
+"""Studies over many runs: detectors and defenses over seeds and targets, where the true
+poisons went and why a detector missed, the stealth / poison grid, learned against fixed
+triggers, and what the latent space shows - each summarised for the reader.
 
-Built on :mod:`.defend` (one attack result against one method, scored and cached). No cache is
-keyed on this module: a change here retrains no model and recomputes no detection.
+Built on :mod:`.defend` (one attack result against one method, scored and cached). No
+cache is keyed on this module: a change here retrains no model and recomputes no
+detection.
 """
 
 from __future__ import annotations
@@ -22,37 +23,62 @@ from ..attacks.learned import pixel_change
 from ..detectors import Detector
 from ..detectors.activation_clustering import Detection
 from ..detectors.spectral_signatures import direction_scores
-from .experiments import AttackResult, Experiment, cleanse, run_attack, sweep, train_on_data_cached
+from .experiments import (
+    AttackResult,
+    Experiment,
+    cleanse,
+    run_attack,
+    sweep,
+    train_on_data_cached,
+)
 from ..core.metrics import distortion
 from .defend import detect_cached, training_set
 from ..core.training import activations
 
 
 def where_the_poisons_went(found: Detection, truth: torch.Tensor) -> dict:
-    """For the reader, from the true flags: the candidate cluster holding the most poisons - how
-    many it holds, its size, the reclassifier's l and p for it and its verdict - and how the label
-    the poisons carry was split: its k, and per cluster (largest first) the size, the poisons it
-    holds and whether it was a candidate."""
+    """For the reader, from the true flags: the candidate cluster holding the most
+    poisons - how many it holds, its size, the reclassifier's l and p for it and its
+    verdict - and how the label the poisons carry was split: its k, and per cluster
+    (largest first) the size, the poisons it holds and whether it was a candidate."""
     truth = truth.numpy()
     held, row = 0, None
-    for candidate, idx in zip(found.reclassification.table, found.reclassification.members):
+    for candidate, idx in zip(
+        found.reclassification.table, found.reclassification.members
+    ):
         if truth[idx].sum() > held:
             held, row = int(truth[idx].sum()), candidate
-    went = {"n_poison_total": int(truth.sum()), "poisons_in_best_candidate": held,
-            "best_candidate_size": row["size"] if row else 0, "best_candidate_l": row["l"] if row else 0,
-            "best_candidate_p": row["p"] if row else 0, "best_candidate_flagged": bool(row and row["flagged"]),
-            "poison_label": None, "poison_label_k": 0, "poison_label_silhouette": float("nan"),
-            "poison_label_sizes": (), "poison_label_held": (), "poison_label_candidates": ()}
+    went = {
+        "n_poison_total": int(truth.sum()),
+        "poisons_in_best_candidate": held,
+        "best_candidate_size": row["size"] if row else 0,
+        "best_candidate_l": row["l"] if row else 0,
+        "best_candidate_p": row["p"] if row else 0,
+        "best_candidate_flagged": bool(row and row["flagged"]),
+        "poison_label": None,
+        "poison_label_k": 0,
+        "poison_label_silhouette": float("nan"),
+        "poison_label_sizes": (),
+        "poison_label_held": (),
+        "poison_label_candidates": (),
+    }
     if not truth.any() or not found.clusterings:
         return went
     label = max(found.clusterings, key=lambda c: truth[c.index].sum())
     members = {(len(m), int(m[0])) for m in found.reclassification.members if len(m)}
     clusters = [label.index[label.assignments == i] for i in range(label.k)]
     clusters.sort(key=len, reverse=True)
-    return {**went, "poison_label": label.label, "poison_label_k": label.k, "poison_label_silhouette": label.silhouette,
-            "poison_label_sizes": tuple(len(c) for c in clusters),
-            "poison_label_held": tuple(int(truth[c].sum()) for c in clusters),
-            "poison_label_candidates": tuple(len(c) > 0 and (len(c), int(c[0])) in members for c in clusters)}
+    return {
+        **went,
+        "poison_label": label.label,
+        "poison_label_k": label.k,
+        "poison_label_silhouette": label.silhouette,
+        "poison_label_sizes": tuple(len(c) for c in clusters),
+        "poison_label_held": tuple(int(truth[c].sum()) for c in clusters),
+        "poison_label_candidates": tuple(
+            len(c) > 0 and (len(c), int(c[0])) in members for c in clusters
+        ),
+    }
 
 
 def _listed(items) -> str:
@@ -65,96 +91,173 @@ def _split_reason(run: dict, size_threshold: float, min_silhouette: float) -> st
     """Why no candidate cluster holds most poisons: how the poisons' label was split."""
     n, k = run["n_poison_total"], run["poison_label_k"]
     if not k:  # no clustering of the poisons' label to describe
-        return f"no candidate cluster holds even half of the {n} poisons (the best holds {run['poisons_in_best_candidate']})"
+        return (
+            f"no candidate cluster holds even half of the {n} poisons (the best holds"
+            f" {run['poisons_in_best_candidate']})"
+        )
     if k == 1:
-        return (f"the target label stays one cluster: its best split scores silhouette "
-                f"{run['poison_label_silhouette']:.3f}, below min_silhouette {min_silhouette:g}, so it has no "
-                "candidate cluster")
-    sizes, held, candidate = run["poison_label_sizes"], run["poison_label_held"], run["poison_label_candidates"]
-    reason = (f"the silhouette splits the target label into {k} clusters of {_listed(sizes)} images, holding "
-              f"{_listed(held)} of the {n} poisons; ")
-    rule = f"a candidate holds at most {size_threshold:g} of its label and is not its largest cluster"
+        return (
+            "the target label stays one cluster: its best split scores silhouette"
+            f" {run['poison_label_silhouette']:.3f}, below min_silhouette"
+            f" {min_silhouette:g}, so it has no candidate cluster"
+        )
+    sizes, held, candidate = (
+        run["poison_label_sizes"],
+        run["poison_label_held"],
+        run["poison_label_candidates"],
+    )
+    reason = (
+        f"the silhouette splits the target label into {k} clusters of {_listed(sizes)}"
+        f" images, holding {_listed(held)} of the {n} poisons; "
+    )
+    rule = (
+        f"a candidate holds at most {size_threshold:g} of its label and is not its"
+        " largest cluster"
+    )
     if not any(candidate):
         return reason + f"{'neither' if k == 2 else 'none'} is a candidate ({rule})"
     in_candidates = sum(h for h, c in zip(held, candidate) if c)
     return reason + f"the candidates ({rule}) hold only {in_candidates} of them"
 
 
-def failure_reason(run: dict, ratio_threshold: float = 1.0, size_threshold: float = 0.35,
-                   min_silhouette: float = 0.10) -> str:
-    """Why a detection run missed, in one clause, from its :func:`where_the_poisons_went` and
-    scores ("" when it found at least 90% F1); the thresholds are the detector's, for the text."""
+def failure_reason(
+    run: dict,
+    ratio_threshold: float = 1.0,
+    size_threshold: float = 0.35,
+    min_silhouette: float = 0.10,
+) -> str:
+    """Why a detection run missed, in one clause, from its
+    :func:`where_the_poisons_went` and scores ("" when it found at least 90% F1); the
+    thresholds are the detector's, for the text.
+    """
     if run["f1"] >= 0.9:
         return ""
     n, held = run["n_poison_total"], run["poisons_in_best_candidate"]
     if held < n / 2:
         reason = _split_reason(run, size_threshold, min_silhouette)
     elif not run["best_candidate_flagged"]:
-        l, p, size = run["best_candidate_l"], run["best_candidate_p"], run["best_candidate_size"]
+        l, p, size = (  # noqa: E741 (l and p as Chen et al. name them)
+            run["best_candidate_l"],
+            run["best_candidate_p"],
+            run["best_candidate_size"],
+        )
         if held >= size / 2:  # the poisons' own cluster
-            reason = (f"{held} of the {n} poisons form a cluster of {size:,}, but the reclassifier - trained "
-                      f"with the other {n - held} poisons still in - calls {l:,} of them the target")
+            reason = (
+                f"{held} of the {n} poisons form a cluster of {size:,}, but the"
+                f" reclassifier - trained with the other {n - held} poisons still in -"
+                f" calls {l:,} of them the target"
+            )
         else:
-            reason = (f"{held} of the {n} poisons fall in a cluster of {size:,} images that are mostly genuine "
-                      f"digits, and the reclassifier calls {l:,} of them the target")
-        reason += (f" against {p:,} for the most common other class, so l / p = {l / max(p, 1):.2f} "
-                   f"> T = {ratio_threshold:g} keeps the cluster")
+            reason = (
+                f"{held} of the {n} poisons fall in a cluster of {size:,} images that"
+                f" are mostly genuine digits, and the reclassifier calls {l:,} of them"
+                " the target"
+            )
+        reason += (
+            f" against {p:,} for the most common other class, so l / p ="
+            f" {l / max(p, 1):.2f} > T = {ratio_threshold:g} keeps the cluster"
+        )
     else:
-        reason = f"the poisons' cluster is caught, but it holds only {held} of the {n} poisons"
+        reason = (
+            f"the poisons' cluster is caught, but it holds only {held} of the {n}"
+            " poisons"
+        )
     false_alarms = run["n_flagged"] - round(run["recall"] * n)
     if false_alarms > 0:
         reason += f"; {false_alarms:,} genuine images are flagged"
     return reason
 
 
-def detection_row(result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto") -> dict:
-    """``detector`` on ``result``'s training set: its scores against the true flags, where the
-    poisons went and, below F1 0.9, why it missed (:func:`failure_reason`; "" for a clean model)."""
+def detection_row(
+    result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto"
+) -> dict:
+    """``detector`` on ``result``'s training set: its scores against the true flags,
+    where the poisons went and, below F1 0.9, why it missed (:func:`failure_reason`; ""
+    for a clean model).
+    """
     found, scores = detect_cached(result, detector, seed=seed, device=device)
     row = {**scores, **where_the_poisons_went(found, training_set(result)[2])}
-    thresholds = {name: getattr(detector, name) for name in ("ratio_threshold", "size_threshold", "min_silhouette")
-                  if hasattr(detector, name)}
-    return {**row, "why_missed": failure_reason(row, **thresholds) if row["n_poison_total"] else ""}
+    thresholds = {
+        name: getattr(detector, name)
+        for name in ("ratio_threshold", "size_threshold", "min_silhouette")
+        if hasattr(detector, name)
+    }
+    return {
+        **row,
+        "why_missed": (
+            failure_reason(row, **thresholds) if row["n_poison_total"] else ""
+        ),
+    }
 
 
-def detection_over_runs(exp: Experiment, runs, detector: Detector, device: str = "auto") -> pd.DataFrame:
-    """``detector`` on the attack ``exp`` for every ``(seed, target_label)`` in ``runs`` (each its
-    own poisoned training set and model, cached): one :func:`detection_row` per run."""
+def detection_over_runs(
+    exp: Experiment, runs, detector: Detector, device: str = "auto"
+) -> pd.DataFrame:
+    """``detector`` on the attack ``exp`` for every ``(seed, target_label)`` in ``runs``
+    (each its own poisoned training set and model, cached): one :func:`detection_row`
+    per run."""
     rows = []
     for seed, target in runs:
         result = run_attack(exp.with_(seed=seed, target_label=target), device)
-        rows.append({"seed": seed, "target_label": target, "asr": result.asr,
-                     **detection_row(result, detector, seed, device)})
+        rows.append(
+            {
+                "seed": seed,
+                "target_label": target,
+                "asr": result.asr,
+                **detection_row(result, detector, seed, device),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def cleanse_over_runs(exp: Experiment, runs, x_clean: torch.Tensor, defense: NeuralCleanse,
-                      device: str = "auto") -> pd.DataFrame:
-    """Neural Cleanse (``defense``, its reversed triggers cached) on the attack ``exp`` for every
-    ``(seed, target_label)`` in ``runs``, each its own model, with the same clean images: one row
-    per run - the flagged classes, whether the target is one of them, the target's anomaly index,
-    the largest index among the other classes and how many classes never reached the target rate."""
+def cleanse_over_runs(
+    exp: Experiment,
+    runs,
+    x_clean: torch.Tensor,
+    defense: NeuralCleanse,
+    device: str = "auto",
+) -> pd.DataFrame:
+    """Neural Cleanse (``defense``, its reversed triggers cached) on the attack ``exp``
+    for every ``(seed, target_label)`` in ``runs``, each its own model, with the same
+    clean images: one row per run - the flagged classes, whether the target is one of
+    them, the target's anomaly index, the largest index among the other classes and how
+    many classes never reached the target rate.
+    """
     rows = []
     for seed, target in runs:
         result = run_attack(exp.with_(seed=seed, target_label=target), device)
         report = cleanse(result, defense, x_clean)
         others = np.delete(report.anomaly_index, target)
-        rows.append({"seed": seed, "target": target, "asr": result.asr,
-                     "flagged": ", ".join(map(str, report.flagged)) or "none",
-                     "target_hit": target in report.flagged,
-                     "target_index": float(report.anomaly_index[target]),
-                     "max_other_index": float(np.nanmax(others)) if np.isfinite(others).any() else np.nan,
-                     "unreached": len(report.unreached)})
+        rows.append(
+            {
+                "seed": seed,
+                "target": target,
+                "asr": result.asr,
+                "flagged": ", ".join(map(str, report.flagged)) or "none",
+                "target_hit": target in report.flagged,
+                "target_index": float(report.anomaly_index[target]),
+                "max_other_index": (
+                    float(np.nanmax(others)) if np.isfinite(others).any() else np.nan
+                ),
+                "unreached": len(report.unreached),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def retrain_relabelled(result: AttackResult, labels: torch.Tensor, device: str = "auto"):
-    """Retrain from scratch, with ``result``'s recipe, on its training images under ``labels``
-    (e.g. :meth:`~backdoor_utils.detectors.activation_clustering.Reclassification.relabelled`): Chen et al.'s repair that
-    keeps the flagged images but gives them their source class. Cached under a hash of the images
-    and ``labels`` with the recipe, which is all that decides the model."""
+def retrain_relabelled(
+    result: AttackResult, labels: torch.Tensor, device: str = "auto"
+):
+    """Retrain from scratch, with ``result``'s recipe, on its training images under
+    ``labels`` (e.g. :meth:`Reclassification.relabelled
+    <backdoor_utils.detectors.activation_clustering.Reclassification.relabelled>`):
+    Chen et al.'s repair that keeps the flagged images but gives them their source
+    class. Cached under a hash of the images and ``labels`` with the recipe, which is
+    all that decides the model."""
     x, _, _ = training_set(result)
-    return train_on_data_cached(x, labels, result.experiment.train_config(), device, desc="relabelled")
+    return train_on_data_cached(
+        x, labels, result.experiment.train_config(), device, desc="relabelled"
+    )
 
 
 def mean_and_spread(values) -> tuple[float, float]:
@@ -163,105 +266,176 @@ def mean_and_spread(values) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def trade_off_grid(exp: Experiment, field: str, values, poison_rates, x_test: torch.Tensor,
-                   device: str = "auto") -> pd.DataFrame:
-    """One model per (``field`` value, poison rate) pair (cached): a row each with the value, the
-    poison rate, the number of poisons, the triggered test images' median PSNR, CA and ASR."""
+def trade_off_grid(
+    exp: Experiment,
+    field: str,
+    values,
+    poison_rates,
+    x_test: torch.Tensor,
+    device: str = "auto",
+) -> pd.DataFrame:
+    """One model per (``field`` value, poison rate) pair (cached): a row each with the
+    value, the poison rate, the number of poisons, the triggered test images' median
+    PSNR, CA and ASR.
+    """
     rows = []
     for value in values:
         for rate in poison_rates:
             result = run_attack(exp.with_(**{field: value}, poison_rate=rate), device)
-            psnr = float(distortion(x_test, result.trigger.apply(x_test))["psnr_db"].median())
-            rows.append({field: value, "poison_rate": rate, "n_poison": result.poisoned.n_poison,
-                         "psnr_db_median": psnr, "clean_acc": result.clean_acc, "asr": result.asr})
+            psnr = float(
+                distortion(x_test, result.trigger.apply(x_test))["psnr_db"].median()
+            )
+            rows.append(
+                {
+                    field: value,
+                    "poison_rate": rate,
+                    "n_poison": result.poisoned.n_poison,
+                    "psnr_db_median": psnr,
+                    "clean_acc": result.clean_acc,
+                    "asr": result.asr,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def learned_vs_fixed(exp: Experiment, scales, poison_rates, device: str = "auto"):
-    """Chapter 04's comparison: the learned patch of ``exp`` trained with each step size in
-    ``scales`` (``trigger_lr_scale``) at each poison rate, against the same patch frozen at its
-    start (``initial_patch``). Returns ``(runs, tables, fixed)``: per step size its results and a
-    table (one row per rate) with the frozen patch's ASR beside, the gain and how far training moved
-    the patch (:func:`~backdoor_utils.attacks.learned.pixel_change`); and the frozen patch's table."""
-    _, fixed = sweep(exp.with_(attack="initial_patch"), "poison_rate", poison_rates, device)
+    """Chapter 04's comparison: the learned patch of ``exp`` trained with each step size
+    in ``scales`` (``trigger_lr_scale``) at each poison rate, against the same patch
+    frozen at its start (``initial_patch``). Returns ``(runs, tables, fixed)``: per step
+    size its results and a table (one row per rate) with the frozen patch's ASR beside,
+    the gain and how far training moved the patch
+    (:func:`~backdoor_utils.attacks.learned.pixel_change`); and the frozen patch's
+    table.
+    """
+    _, fixed = sweep(
+        exp.with_(attack="initial_patch"), "poison_rate", poison_rates, device
+    )
     start = exp.trigger().frozen()  # every run starts from this patch
     runs, tables = {}, {}
     for scale in scales:
-        runs[scale], table = sweep(exp.with_(trigger_lr_scale=scale), "poison_rate", poison_rates, device)
+        runs[scale], table = sweep(
+            exp.with_(trigger_lr_scale=scale), "poison_rate", poison_rates, device
+        )
         table["trigger_lr_scale"] = scale
         table["ASR fixed initial"] = fixed.asr.values
         table["gain"] = table.asr - table["ASR fixed initial"]
-        table["largest change of a patch pixel"] = [pixel_change(r.trigger, start) for r in runs[scale]]
+        table["largest change of a patch pixel"] = [
+            pixel_change(r.trigger, start) for r in runs[scale]
+        ]
         tables[scale] = table
     return runs, tables, fixed
 
 
 @dataclass(frozen=True)
 class Pick:
-    """The cheapest cell of a :func:`trade_off_grid` meeting a stealth and a success floor."""
+    """The cheapest cell of a :func:`trade_off_grid` meeting a stealth and a success
+    floor."""
 
     field: str
     row: dict | None  # None: no cell meets both floors
-    closest: dict | None  # when none does: the stealthy-enough cell with the highest ASR
+    closest: (
+        dict | None
+    )  # when none does: the stealthy-enough cell with the highest ASR
     scale: float
     unit: str
 
     def _setting(self, row) -> str:
-        return (f"{self.field} {row[self.field] * self.scale:g}{self.unit} (median PSNR {row['psnr_db_median']:.1f} dB) "
-                f"at poison rate {row['poison_rate']:g} ({int(row['n_poison']):,} poisoned images)")
+        return (
+            f"{self.field} {row[self.field] * self.scale:g}{self.unit} (median PSNR"
+            f" {row['psnr_db_median']:.1f} dB) at poison rate {row['poison_rate']:g}"
+            f" ({int(row['n_poison']):,} poisoned images)"
+        )
 
     @property
     def text(self) -> str:
         if self.row is not None:
-            return f"{self._setting(self.row)}: ASR {self.row['asr']:.4f}, CA {self.row['clean_acc']:.4f}"
+            return (
+                f"{self._setting(self.row)}: ASR {self.row['asr']:.4f}, CA"
+                f" {self.row['clean_acc']:.4f}"
+            )
         if self.closest is None:
             return "none in the grid: no setting is stealthy enough"
-        return (f"none in the grid: the closest is {self._setting(self.closest)} with ASR "
-                f"{self.closest['asr']:.4f}")
+        return (
+            f"none in the grid: the closest is {self._setting(self.closest)} with ASR "
+            f"{self.closest['asr']:.4f}"
+        )
 
     def compare(self, value: float, poison_rate: float) -> str:
         """A sentence on whether the chapter's own setting is the pick."""
         if self.row is None:
-            return "No setting of the grid meets both floors, so the chapter keeps its default."
-        if np.isclose(self.row[self.field], value) and np.isclose(self.row["poison_rate"], poison_rate):
+            return (
+                "No setting of the grid meets both floors, so the chapter keeps its"
+                " default."
+            )
+        if np.isclose(self.row[self.field], value) and np.isclose(
+            self.row["poison_rate"], poison_rate
+        ):
             return "It is this chapter's default setting."
-        return (f"The chapter's default ({self.field} {value * self.scale:g}{self.unit}, poison rate "
-                f"{poison_rate:g}) is not that setting.")
+        return (
+            f"The chapter's default ({self.field} {value * self.scale:g}{self.unit},"
+            f" poison rate {poison_rate:g}) is not that setting."
+        )
 
 
-def cheapest_setting(grid: pd.DataFrame, field: str, min_psnr_db: float, min_asr: float, scale: float = 1.0,
-                     unit: str = "") -> Pick:
-    """The cell with the fewest poisons among those with PSNR >= ``min_psnr_db`` and ASR >=
-    ``min_asr`` (ties: the higher PSNR). ``scale``/``unit`` only format ``field`` for the reader."""
+def cheapest_setting(
+    grid: pd.DataFrame,
+    field: str,
+    min_psnr_db: float,
+    min_asr: float,
+    scale: float = 1.0,
+    unit: str = "",
+) -> Pick:
+    """The cell with the fewest poisons among those with PSNR >= ``min_psnr_db`` and ASR
+    >= ``min_asr`` (ties: the higher PSNR). ``scale``/``unit`` only format ``field`` for
+    the reader.
+    """
     stealthy = grid[grid.psnr_db_median >= min_psnr_db]
-    good = stealthy[stealthy.asr >= min_asr].sort_values(["n_poison", "psnr_db_median"], ascending=[True, False])
+    good = stealthy[stealthy.asr >= min_asr].sort_values(
+        ["n_poison", "psnr_db_median"], ascending=[True, False]
+    )
     if len(good):
         return Pick(field, good.iloc[0].to_dict(), None, scale, unit)
-    closest = stealthy.sort_values("asr", ascending=False).iloc[0].to_dict() if len(stealthy) else None
+    closest = (
+        stealthy.sort_values("asr", ascending=False).iloc[0].to_dict()
+        if len(stealthy)
+        else None
+    )
     return Pick(field, None, closest, scale, unit)
 
 
 def latent_separation(result: AttackResult, n_components: int = 10) -> dict:
-    """For the reader, from the true flags: how far the poisons sit from the genuine images of the
-    target label in the model's penultimate space - the images labelled target projected with PCA,
-    the first two components for a picture, and the silhouette of the split genuine / poisoned
-    (near 1: a cluster of their own; near 0 or below: mixed in)."""
+    """For the reader, from the true flags: how far the poisons sit from the genuine
+    images of the target label in the model's penultimate space - the images labelled
+    target projected with PCA, the first two components for a picture, and the
+    silhouette of the split genuine / poisoned (near 1: a cluster of their own; near 0
+    or below: mixed in)."""
     x, y, truth = training_set(result)
     index = torch.nonzero(y == result.experiment.target_label).flatten()
     reps = activations(result.model, x[index]).numpy()
     projected = PCA(n_components, random_state=0).fit_transform(reps)
     poison = truth[index].numpy()
-    score = float(silhouette_score(projected, poison, sample_size=min(len(poison), 4000), random_state=0)) \
-        if 0 < poison.sum() < len(poison) else float("nan")
+    score = (
+        float(
+            silhouette_score(
+                projected, poison, sample_size=min(len(poison), 4000), random_state=0
+            )
+        )
+        if 0 < poison.sum() < len(poison)
+        else float("nan")
+    )
     return {"points": projected[:, :2], "is_poison": poison, "silhouette": score}
 
 
-def singular_directions(result: AttackResult, epsilon: float, n_directions: int = 5) -> pd.DataFrame:
-    """For the reader, from the true flags: Spectral Signatures' score along each of the first
-    ``n_directions`` right-singular vectors of the target label's centred penultimate
-    representations - its singular value, the AUROC of the squared projection for poisoned vs
-    genuine, and the recall of removing the top ``1.5 * epsilon`` of the label by it. The method
-    uses only the first direction; this shows whether the poisons sit along it or along another."""
+def singular_directions(
+    result: AttackResult, epsilon: float, n_directions: int = 5
+) -> pd.DataFrame:
+    """For the reader, from the true flags: Spectral Signatures' score along each of the
+    first ``n_directions`` right-singular vectors of the target label's centred
+    penultimate representations - its singular value, the AUROC of the squared
+    projection for poisoned vs genuine, and the recall of removing the top ``1.5 *
+    epsilon`` of the label by it. The method uses only the first direction; this shows
+    whether the poisons sit along it or along another.
+    """
     x, y, truth = training_set(result)
     index = torch.nonzero(y == result.experiment.target_label).flatten()
     scores, values = direction_scores(activations(result.model, x[index]), n_directions)
@@ -271,8 +445,18 @@ def singular_directions(result: AttackResult, epsilon: float, n_directions: int 
     for k in range(len(values)):
         score = scores[:, k].numpy()
         top = np.argsort(-score)[:n_remove]
-        rows.append({"direction": k + 1, "singular value": float(values[k]),
-                     "AUROC poisoned vs genuine": float(roc_auc_score(poison, score)) if 0 < poison.sum() < len(poison)
-                     else float("nan"),
-                     "recall of the removal": float(poison[top].sum() / max(1, poison.sum()))})
+        rows.append(
+            {
+                "direction": k + 1,
+                "singular value": float(values[k]),
+                "AUROC poisoned vs genuine": (
+                    float(roc_auc_score(poison, score))
+                    if 0 < poison.sum() < len(poison)
+                    else float("nan")
+                ),
+                "recall of the removal": float(
+                    poison[top].sum() / max(1, poison.sum())
+                ),
+            }
+        )
     return pd.DataFrame(rows)

@@ -1,11 +1,12 @@
 """Checks and exports of the built site (``_build/html``) in a real browser.
 
-    python -m backdoor_utils.site check   # every page in headless Chromium, screenshots
-    python -m backdoor_utils.site pdf     # the whole book as one PDF, printed by Chromium
+python -m backdoor_utils.site check   # every page in headless Chromium, screenshots
+python -m backdoor_utils.site pdf     # the whole book as one PDF, printed by Chromium
 
-Chromium is Debian's ``chromium`` package (``/usr/bin/chromium``, or ``$CHROMIUM``), driven by
-Playwright's Python API; no browser is downloaded. Pages are served from 127.0.0.1, so what the
-browser sees is what a reader sees: styles, figures and formulas all come from the build itself.
+Chromium is Debian's ``chromium`` package (``/usr/bin/chromium``, or ``$CHROMIUM``),
+driven by Playwright's Python API; no browser is downloaded. Pages are served from
+127.0.0.1, so what the browser sees is what a reader sees: styles, figures and formulas
+all come from the build itself.
 """
 
 from __future__ import annotations
@@ -27,11 +28,23 @@ from .chapters import plotting_cells
 
 BUILD = Path("_build")
 NOTEBOOKS = Path("notebooks")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-quic"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
 #: Markers of a notebook error or a Python traceback rendered into a page.
-ERROR_SELECTORS = ".output.traceback, .output.error, div.cell_output .traceback, .nboutput .stderr .ansi-red-fg"
-#: TeX delimiters that MathJax replaces: any left on the page is a formula the reader sees raw.
+ERROR_SELECTORS = (
+    ".output.traceback, .output.error, div.cell_output .traceback, .nboutput .stderr"
+    " .ansi-red-fg"
+)
+#: TeX delimiters that MathJax replaces: any left on the page is a formula the reader
+#: sees raw.
 RAW_MATH = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\frac|\\mathrm")
 #: The page the README's picture is taken from.
 README_PAGE = "notebooks/01_pixel_trigger.html"
@@ -50,8 +63,9 @@ _BROKEN_IMAGES = """() => Array.from(document.images)
 _OVERFLOWING_CODE = """() => Array.from(document.querySelectorAll('div.cell_input pre'))
   .filter(p => p.offsetParent !== null && p.clientWidth > 0 && p.scrollWidth > p.clientWidth + 1)
   .map(p => p.textContent.split('\\n').reduce((a, b) => a.length >= b.length ? a : b, '').slice(0, 60))"""
-# A table in a cell's output, or a page's own (Markdown) table in the theme's scrolling box: wider
-# than the box, its last columns are cut off until the reader scrolls sideways.
+# A table in a cell's output, or a page's own (Markdown) table in the theme's scrolling
+# box: wider than the box, its last columns are cut off until the reader scrolls
+# sideways.
 _WIDE_TABLES = """() => Array.from(document.querySelectorAll('main table'))
   .filter(t => t.offsetParent !== null)
   .filter(t => {
@@ -84,10 +98,16 @@ div.cell_output img { max-width: 100% !important; page-break-inside: avoid; }
 
 
 def chromium_path() -> str:
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    path = (
+        os.environ.get("CHROMIUM")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
+    )
     if not path:
-        raise SystemExit("chromium not found: `make browser-check` installs Debian's chromium package; "
-                         "elsewhere install it (apt-get install chromium) or set $CHROMIUM")
+        raise SystemExit(
+            "chromium not found: `make browser-check` installs Debian's chromium"
+            " package; elsewhere install it (apt-get install chromium) or set $CHROMIUM"
+        )
     return path
 
 
@@ -115,9 +135,13 @@ def browser_page(width: int = 1280, height: int = 900):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS[1:])
+        browser = pw.chromium.launch(
+            executable_path=chromium_path(), args=CHROMIUM_FLAGS[1:]
+        )
         page = browser.new_page(viewport={"width": width, "height": height})
-        page.route(re.compile(r"^(?!http://127\.0\.0\.1[:/]).*"), lambda route: route.abort())  # offline
+        page.route(
+            re.compile(r"^(?!http://127\.0\.0\.1[:/]).*"), lambda route: route.abort()
+        )  # offline
         try:
             yield page
         finally:
@@ -125,16 +149,30 @@ def browser_page(width: int = 1280, height: int = 900):
 
 
 def pages(html_dir: Path) -> list[Path]:
-    """Content pages of the site (not Sphinx's generated index/search pages, not redirect stubs)."""
+    """Content pages of the site (not Sphinx's generated index/search pages, not
+    redirect stubs)."""
     skip = {"genindex.html", "search.html", "py-modindex.html"}
-    found = [p for p in html_dir.rglob("*.html") if p.name not in skip and "_static" not in p.parts and "_sources" not in p.parts]
-    return sorted(p for p in found if 'http-equiv="refresh"' not in p.read_text(errors="ignore")[:2000])
+    found = [
+        p
+        for p in html_dir.rglob("*.html")
+        if p.name not in skip and "_static" not in p.parts and "_sources" not in p.parts
+    ]
+    return sorted(
+        p
+        for p in found
+        if 'http-equiv="refresh"' not in p.read_text(errors="ignore")[:2000]
+    )
 
 
 def expected_figures(rel: str, notebooks: Path | None = None) -> int:
-    """Figures a page must show: the plotting cells of the notebook it was built from (0 for prose)."""
+    """Figures a page must show: the plotting cells of the notebook it was built from (0
+    for prose)."""
     source = (notebooks or NOTEBOOKS) / Path(rel).with_suffix(".ipynb").name
-    return plotting_cells(source) if rel.startswith("notebooks/") and source.exists() else 0
+    return (
+        plotting_cells(source)
+        if rel.startswith("notebooks/") and source.exists()
+        else 0
+    )
 
 
 @dataclass
@@ -148,7 +186,8 @@ class PageReport:
 
 
 def inspect_page(page, url: str, rel: str) -> PageReport:
-    """Load ``url`` fully (network idle, MathJax done) and check what a reader would see."""
+    """Load ``url`` fully (network idle, MathJax done) and check what a reader would
+    see."""
     response = page.goto(url, wait_until="load")
     page.wait_for_load_state("networkidle")
     report = PageReport(rel, 0, expected_figures(rel))
@@ -159,21 +198,39 @@ def inspect_page(page, url: str, rel: str) -> PageReport:
     page.evaluate(_LOAD_ALL_IMAGES)
     report.figures = page.evaluate(_FIGURES)
     if report.figures < report.expected_figures:
-        report.problems.append(f"shows {report.figures} figures, its notebook has {report.expected_figures} plotting cells")
-    report.problems += [f"image does not load: {src}" for src in page.evaluate(_BROKEN_IMAGES)]
-    report.problems += [f"code runs past its cell: {line!r}" for line in page.evaluate(_OVERFLOWING_CODE)]
-    report.problems += [f"table wider than its column: {head!r}" for head in page.evaluate(_WIDE_TABLES)]
-    if page.query_selector(ERROR_SELECTORS) is not None or "Traceback (most recent call last)" in page.inner_text("body"):
+        report.problems.append(
+            f"shows {report.figures} figures, its notebook has"
+            f" {report.expected_figures} plotting cells"
+        )
+    report.problems += [
+        f"image does not load: {src}" for src in page.evaluate(_BROKEN_IMAGES)
+    ]
+    report.problems += [
+        f"code runs past its cell: {line!r}"
+        for line in page.evaluate(_OVERFLOWING_CODE)
+    ]
+    report.problems += [
+        f"table wider than its column: {head!r}" for head in page.evaluate(_WIDE_TABLES)
+    ]
+    if page.query_selector(
+        ERROR_SELECTORS
+    ) is not None or "Traceback (most recent call last)" in page.inner_text("body"):
         report.problems.append("shows a notebook error or traceback")
     raw = RAW_MATH.search(page.evaluate(_PROSE_TEXT))
     if raw:
-        report.problems.append(f"shows raw TeX ({raw.group(0)!r}): the math renderer did not run")
+        report.problems.append(
+            f"shows raw TeX ({raw.group(0)!r}): the math renderer did not run"
+        )
     return report
 
 
-def check(html_dir: Path = BUILD / "html", shots: Path = BUILD / "screenshots") -> list[PageReport]:
-    """Open every page; one report per page. Saves a full-page screenshot of each, and the README's
-    picture (the first figure of chapter 01 in the browser's window) as ``readme-picture.png``."""
+def check(
+    html_dir: Path = BUILD / "html", shots: Path = BUILD / "screenshots"
+) -> list[PageReport]:
+    """Open every page; one report per page. Saves a full-page screenshot of each, and
+    the README's picture (the first figure of chapter 01 in the browser's window) as
+    ``readme-picture.png``.
+    """
     all_pages = pages(html_dir)
     if not all_pages:
         raise SystemExit(f"no pages under {html_dir}: build the book first (make book)")
@@ -184,14 +241,27 @@ def check(html_dir: Path = BUILD / "html", shots: Path = BUILD / "screenshots") 
             rel = path.relative_to(html_dir).as_posix()
             report = inspect_page(page, f"{base}/{rel}", rel)
             reports.append(report)
-            page.screenshot(path=str(shots / (rel.replace("/", "__").removesuffix(".html") + ".png")), full_page=True)
+            page.screenshot(
+                path=str(
+                    shots / (rel.replace("/", "__").removesuffix(".html") + ".png")
+                ),
+                full_page=True,
+            )
             if rel == README_PAGE and report.figures:
-                top = page.evaluate("() => document.querySelector('div.cell_output img')"
-                                    ".getBoundingClientRect().top + window.scrollY")
+                top = page.evaluate(
+                    "() => document.querySelector('div.cell_output img')"
+                    ".getBoundingClientRect().top + window.scrollY"
+                )
                 clip = {"x": 0, "y": max(0, top - 420), "width": 1280, "height": 900}
-                page.screenshot(path=str(shots / "readme-picture.png"), full_page=True, clip=clip)
+                page.screenshot(
+                    path=str(shots / "readme-picture.png"), full_page=True, clip=clip
+                )
             status = "ok " if not report.problems else "BAD"
-            print(f"{status} {rel}: {report.figures} figures (expected >= {report.expected_figures})", flush=True)
+            print(
+                f"{status} {rel}: {report.figures} figures (expected >="
+                f" {report.expected_figures})",
+                flush=True,
+            )
     return reports
 
 
@@ -207,16 +277,27 @@ class PdfReport:
 
 
 def pdf_report(path: Path, expected_images: int) -> PdfReport:
-    """Page count (``pdfinfo``), embedded images (``pdfimages -list``) and raw TeX left in the text
-    (``pdftotext``) of a printed book."""
-    info = subprocess.run(["pdfinfo", str(path)], capture_output=True, text=True, check=True).stdout
+    """Page count (``pdfinfo``), embedded images (``pdfimages -list``) and raw TeX left
+    in the text (``pdftotext``) of a printed book."""
+    info = subprocess.run(
+        ["pdfinfo", str(path)], capture_output=True, text=True, check=True
+    ).stdout
     n_pages = int(re.search(r"^Pages:\s+(\d+)", info, re.M).group(1))
-    listing = subprocess.run(["pdfimages", "-list", str(path)], capture_output=True, text=True, check=True).stdout
-    n_images = sum(1 for line in listing.splitlines()[2:] if line.split()[2:3] == ["image"])
-    text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        ["pdfimages", "-list", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    n_images = sum(
+        1 for line in listing.splitlines()[2:] if line.split()[2:3] == ["image"]
+    )
+    text = subprocess.run(
+        ["pdftotext", str(path), "-"], capture_output=True, text=True, check=True
+    ).stdout
     problems = []
     if n_images < expected_images:
-        problems.append(f"{n_images} images in the PDF, the chapters have {expected_images} plotting cells")
+        problems.append(
+            f"{n_images} images in the PDF, the chapters have {expected_images}"
+            " plotting cells"
+        )
     raw = RAW_MATH.search(text)
     if raw:
         problems.append(f"raw TeX in the PDF text ({raw.group(0)!r})")
@@ -226,49 +307,70 @@ def pdf_report(path: Path, expected_images: int) -> PdfReport:
 
 
 def pdf(output: Path = BUILD / "pdf" / "backdoor-book.pdf") -> PdfReport:
-    """Build the single-page HTML of the book, serve it on 127.0.0.1, let Chromium load it fully
-    (styles, figures, MathJax) and print it without the navigation; then check the PDF."""
+    """Build the single-page HTML of the book, serve it on 127.0.0.1, let Chromium load
+    it fully (styles, figures, MathJax) and print it without the navigation; then check
+    the PDF.
+    """
     bin_dir = Path(sys.executable).parent
-    subprocess.run([str(bin_dir / "jupyter-book"), "build", ".", "--builder", "singlehtml"], check=True)
+    subprocess.run(
+        [str(bin_dir / "jupyter-book"), "build", ".", "--builder", "singlehtml"],
+        check=True,
+    )
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")
     single = BUILD / "singlehtml"
-    # index.html only redirects to the root document (book/intro.html), whose styles, scripts and
-    # figures the singlehtml builder links as if it stood at the root: print a copy from there
+    # index.html only redirects to the root document (book/intro.html), whose styles,
+    # scripts and figures the singlehtml builder links as if it stood at the root: print
+    # a copy from there
     target = re.search(r'url=([^"]+)"', (single / "index.html").read_text())
     rel = "book.html"
-    shutil.copyfile(single / (target.group(1) if target else "index.html"), single / rel)
+    shutil.copyfile(
+        single / (target.group(1) if target else "index.html"), single / rel
+    )
     with serve(single) as base, browser_page() as page:
         report = inspect_page(page, f"{base}/{rel}", rel)
         if report.problems:
-            raise SystemExit(f"the single-page book is not ready to print: {report.problems}")
+            raise SystemExit(
+                f"the single-page book is not ready to print: {report.problems}"
+            )
         page.add_style_tag(content=PRINT_CSS)
         page.emulate_media(media="print")
-        page.pdf(path=str(tmp), format="A4", print_background=True,
-                 margin={"top": "15mm", "bottom": "15mm", "left": "12mm", "right": "12mm"})
+        page.pdf(
+            path=str(tmp),
+            format="A4",
+            print_background=True,
+            margin={"top": "15mm", "bottom": "15mm", "left": "12mm", "right": "12mm"},
+        )
     os.replace(tmp, output)
     expected = sum(plotting_cells(nb) for nb in sorted(NOTEBOOKS.glob("*.ipynb")))
     return pdf_report(output, expected)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backdoor_utils.site", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m backdoor_utils.site", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("command", choices=["check", "pdf"])
     args = parser.parse_args(argv)
     if args.command == "pdf":
         report = pdf()
         for problem in report.problems:
             print(f"problem: {problem}")
-        print(f"{report.path}: {report.pages} pages, {report.images} images "
-              f"(chapters' plotting cells: {report.expected_images}), {len(report.problems)} problems")
+        print(
+            f"{report.path}: {report.pages} pages, {report.images} images (chapters'"
+            f" plotting cells: {report.expected_images}), {len(report.problems)}"
+            " problems"
+        )
         return 1 if report.problems else 0
     reports = check()
     problems = [f"{r.page}: {p}" for r in reports for p in r.problems]
     for problem in problems:
         print(f"problem: {problem}")
     figures = sum(r.figures for r in reports)
-    print(f"{len(reports)} pages checked, {figures} figures seen, {len(problems)} problems; "
-          f"screenshots in {BUILD / 'screenshots'}")
+    print(
+        f"{len(reports)} pages checked, {figures} figures seen, {len(problems)}"
+        f" problems; screenshots in {BUILD / 'screenshots'}"
+    )
     return 1 if problems else 0
 
 

@@ -1,6 +1,6 @@
-"""The sentences chapters glue: each chosen from a measured number (so a rerun with other
-parameters never leaves a false sentence on the page), and where a chapter was computed
-(:func:`computed_with`)."""
+"""The sentences chapters glue: each chosen from a measured number (so a rerun with
+other parameters never leaves a false sentence on the page), and where a chapter was
+computed (:func:`computed_with`)."""
 
 from __future__ import annotations
 
@@ -13,90 +13,132 @@ from ..core.training import resolve_device, training_precision
 
 
 def precision_forced() -> bool:
-    """True when ``BACKDOOR_BF16=0/1`` sets the training precision instead of the hardware."""
+    """True when ``BACKDOOR_BF16=0/1`` sets the training precision instead of the
+    hardware."""
     return os.environ.get("BACKDOOR_BF16") in {"0", "1"}
 
 
 def computed_with(device: str = "auto") -> str:
-    """For a chapter's end ("Computed on ..."): where it executed (processor and torch threads, or
-    the GPU; PyTorch) and in which precision its models are trained - the same seed gives slightly
-    different numbers in fp32 and under bf16 autocast, so a reader comparing a rerun needs to know
-    which."""
+    """For a chapter's end ("Computed on ..."): where it executed (processor and torch
+    threads, or the GPU; PyTorch) and in which precision its models are trained - the
+    same seed gives slightly different numbers in fp32 and under bf16 autocast, so a
+    reader comparing a rerun needs to know which."""
     dev = resolve_device(device)
     if dev.type == "cuda":
         where = f"the GPU {torch.cuda.get_device_name(dev)}"
     else:
         threads = torch.get_num_threads()
-        where = f"the CPU {processor_name()} ({threads} torch thread{'' if threads == 1 else 's'})"
-    bf16 = training_precision(device) == "bf16"  # BACKDOOR_BF16=0/1 overrides the hardware there
+        where = (
+            f"the CPU {processor_name()} ({threads} torch"
+            f" thread{'' if threads == 1 else 's'})"
+        )
+    bf16 = (
+        training_precision(device) == "bf16"
+    )  # BACKDOOR_BF16=0/1 overrides the hardware there
     if precision_forced():
         why = "as BACKDOOR_BF16 sets"
     else:
-        why = "this hardware computes bf16 natively" if bf16 else "this hardware has no native bf16"
+        why = (
+            "this hardware computes bf16 natively"
+            if bf16
+            else "this hardware has no native bf16"
+        )
     precision = "under bf16 autocast" if bf16 else "in fp32"
-    return f"{where} with PyTorch {torch.__version__}, models trained {precision} ({why})"
+    return (
+        f"{where} with PyTorch {torch.__version__}, models trained {precision} ({why})"
+    )
 
 
-def verdict(value: float, threshold: float, at_or_above: str, below: str, missing: str = "was not measured") -> str:
-    """The sentence that holds for a measured ``value``: ``at_or_above`` when value >= threshold,
-    else ``below`` (``missing`` for NaN), so a rerun never leaves a false sentence on the page."""
+def verdict(
+    value: float,
+    threshold: float,
+    at_or_above: str,
+    below: str,
+    missing: str = "was not measured",
+) -> str:
+    """The sentence that holds for a measured ``value``: ``at_or_above`` when value >=
+    threshold, else ``below`` (``missing`` for NaN), so a rerun never leaves a false
+    sentence on the page.
+    """
     if value is None or value != value:
         return missing
     return at_or_above if value >= threshold else below
 
 
 def number_or(value: float, fmt: str = ".4f", missing: str = "none") -> str:
-    """``value`` formatted, or ``missing`` for NaN/None (a glued NaN would print "nan")."""
+    """``value`` formatted, or ``missing`` for NaN/None (a glued NaN would print
+    "nan")."""
     return missing if value is None or value != value else format(value, fmt)
 
 
 def ca_change(drop_pp: float, reference: str = "the clean model") -> str:
-    """Where a clean accuracy lies against ``reference``'s, from ``drop_pp`` (reference minus it, in
-    percentage points) as the page shows it (2 decimals): "0.03 percentage points below the clean
-    model", "0.02 ... above ...", or "the same as the clean model's" - never "a drop of -0.02"."""
+    """Where a clean accuracy lies against ``reference``'s, from ``drop_pp`` (reference
+    minus it, in percentage points) as the page shows it (2 decimals): "0.03 percentage
+    points below the clean model", "0.02 ... above ...", or "the same as the clean
+    model's" - never "a drop of -0.02".
+    """
     if drop_pp is None or drop_pp != drop_pp:
         return f"not compared with {reference}"
     shown = round(abs(drop_pp), 2)
     if shown == 0:
         return f"the same as {reference}'s to 0.01 percentage points"
-    return f"{shown:.2f} percentage points {'below' if drop_pp > 0 else 'above'} {reference}"
+    return (
+        f"{shown:.2f} percentage points {'below' if drop_pp > 0 else 'above'}"
+        f" {reference}"
+    )
 
 
 def learning_pays(lead: str, gains, moved, threshold: float = 0.05) -> str:
-    """Chapter 04's verdict on a learned trigger against the same trigger frozen at its start:
-    ``gains`` are its ASR minus the frozen one's (one per scarce poison rate compared), ``moved`` the
-    largest change of a trigger pixel in those runs (not in the chapter's run at the full rate).
-    "pays" when some gain reaches ``threshold``; else how close the two are - never "at most
-    -0.0003 above"."""
+    """Chapter 04's verdict on a learned trigger against the same trigger frozen at its
+    start: ``gains`` are its ASR minus the frozen one's (one per scarce poison rate
+    compared), ``moved`` the largest change of a trigger pixel in those runs (not in the
+    chapter's run at the full rate). "pays" when some gain reaches ``threshold``; else
+    how close the two are - never "at most -0.0003 above"."""
     gains = [float(g) for g in gains]
     if not gains or any(g != g for g in gains):
         return f"{lead}, the learned and the fixed patch were not compared."
     best = max(gains)
     if best >= threshold:
-        return (f"{lead}, learning the patch pays where poison is scarce: its ASR is up to {best:.4f} above the "
-                f"fixed patch's (training moved its pixels there by up to {moved:.3f}).")
-    return (f"{lead}, learning the patch brings no measurable gain where poison is scarce: its ASR is within "
-            f"{max(abs(g) for g in gains):.4f} of the fixed patch's at every rate compared (the book counts "
-            f"{threshold:g} as a gain), and training moved its pixels there by at most {moved:.3f}.")
+        return (
+            f"{lead}, learning the patch pays where poison is scarce: its ASR is up to"
+            f" {best:.4f} above the fixed patch's (training moved its pixels there by"
+            f" up to {moved:.3f})."
+        )
+    return (
+        f"{lead}, learning the patch brings no measurable gain where poison is scarce:"
+        f" its ASR is within {max(abs(g) for g in gains):.4f} of the fixed patch's at"
+        f" every rate compared (the book counts {threshold:g} as a gain), and training"
+        f" moved its pixels there by at most {moved:.3f}."
+    )
 
 
 def adaptive_verdict(scores: dict, threshold: float = 0.2) -> str:
-    """Chapter 09's verdict on the adaptive attack: ``scores`` maps each detection score's name to
-    its ``(against the plain attack, against the adaptive one)`` means. "defeats" when some score
-    drops by ``threshold`` or more; a score that rises by as much is named too - there the adaptive
-    attack made the poisons easier to find, not harder."""
+    """Chapter 09's verdict on the adaptive attack: ``scores`` maps each detection
+    score's name to its ``(against the plain attack, against the adaptive one)`` means.
+    "defeats" when some score drops by ``threshold`` or more; a score that rises by as
+    much is named too - there the adaptive attack made the poisons easier to find, not
+    harder."""
     change = {name: after - before for name, (before, after) in scores.items()}
     if any(d != d for d in change.values()):
         return "The adaptive attack was not compared with the plain one."
     fallen = [f"{name} by {-d:.3f}" for name, d in change.items() if d <= -threshold]
     risen = [f"{name} by {d:.3f}" for name, d in change.items() if d >= threshold]
     if fallen:
-        text = (f"The adaptive attack defeats a latent-separation defense: it lowers {' and '.join(fallen)} "
-                f"(the book counts a drop of {threshold:g} or more as a defeat).")
+        text = (
+            "The adaptive attack defeats a latent-separation defense: it lowers"
+            f" {' and '.join(fallen)} (the book counts a drop of {threshold:g} or more"
+            " as a defeat)."
+        )
     else:
-        text = (f"On this model the adaptive attack does not defeat either latent-separation defense by a "
-                f"wide margin (no drop of {threshold:g} in either detection score).")
+        text = (
+            "On this model the adaptive attack does not defeat either"
+            f" latent-separation defense by a wide margin (no drop of {threshold:g} in"
+            " either detection score)."
+        )
     if risen:
-        text += (f" It even raises {' and '.join(risen)}: against {'that defense' if len(risen) == 1 else 'them'}"
-                 " it makes the poisons easier to find, not harder.")
+        text += (
+            f" It even raises {' and '.join(risen)}: against"
+            f" {'that defense' if len(risen) == 1 else 'them'} it makes the poisons"
+            " easier to find, not harder."
+        )
     return text

@@ -1,23 +1,29 @@
-"""Every chapter executed through papermill with small parameters; assertions on its glued values.
+"""Every chapter executed through papermill with small parameters; assertions on its
+glued values.
 
-The small settings (3,000 training images, 3 epochs, 5% poison) keep each chapter near a minute on
-2 CPU cores. The floors are far below the full-parameter results but far above what a broken
-attack or detector produces. Two honest exceptions, measured: the blur backdoor needs more steps to
-form (6,000 images x 5 epochs), and the faint noise backdoor does not form at any test-sized
-setting (ASR about 0.02 even at 10,000 images x 5 epochs), so chapter 02 is checked for its
-distortion measurements and its pipeline here and for its attack in ``make test-full``. Likewise
-at this scale the pixel poisons do not form their own activation cluster (chapter 05 flags
-nothing) and Neural Cleanse ranks the target first without crossing the threshold (chapter 06):
-their targets are asserted in ``make test-full``, their mechanics in ``tests/unit``. The same
-holds for chapter 07's SIG and WaNet backdoors (they do not form this small) and for chapter 08's
-Spectral Signatures (recall only a little above chance on so small a model), while STRIP and the
-matrix's bookkeeping are checked here.
+The small settings (3,000 training images, 3 epochs, 5% poison) keep each chapter near a
+minute on 2 CPU cores. The floors are far below the full-parameter results but far above
+what a broken attack or detector produces. Two honest exceptions, measured: the blur
+backdoor needs more steps to form (6,000 images x 5 epochs), and the faint noise
+backdoor does not form at any test-sized setting (ASR about 0.02 even at 10,000 images x
+5 epochs), so chapter 02 is checked for its distortion measurements and its pipeline
+here and for its attack in ``make test-full``. Likewise at this scale the pixel poisons
+do not form their own activation cluster (chapter 05 flags nothing) and Neural Cleanse
+ranks the target first without crossing the threshold (chapter 06): their targets are
+asserted in ``make test-full``, their mechanics in ``tests/unit``. The same holds for
+chapter 07's SIG and WaNet backdoors (they do not form this small) and for chapter 08's
+Spectral Signatures (recall only a little above chance on so small a model), while STRIP
+and the matrix's bookkeeping are checked here.
 """
 
 import pytest
 
 from backdoor_utils.tooling.cli import execute
-from backdoor_utils.tooling.chapters import HEADLINE_METRICS, image_outputs, plotting_cells
+from backdoor_utils.tooling.chapters import (
+    HEADLINE_METRICS,
+    image_outputs,
+    plotting_cells,
+)
 from backdoor_utils.tooling.sentences import computed_with
 from tests.conftest import require_xdist_group
 from tests.notebooks.test_static import ROOT
@@ -25,31 +31,63 @@ from tests.notebooks.test_static import ROOT
 SMALL = {"n_train": 3000, "epochs": 3, "poison_rate": 0.05, "seed": 0}
 EXTRA = {
     "01_pixel_trigger": {"poison_rates": [0.02, 0.05]},
-    "02_noise_trigger": {"eps_values": [10 / 255], "grid_eps_values": [10 / 255], "grid_poison_rates": [0.05],
-                         "seeds": [0, 1]},
+    "02_noise_trigger": {
+        "eps_values": [10 / 255],
+        "grid_eps_values": [10 / 255],
+        "grid_poison_rates": [0.05],
+        "seeds": [0, 1],
+    },
     "03_blur_trigger": {"n_train": 6000, "epochs": 5},
     "04_learned_trigger": {"poison_rates": [0.005], "trigger_lr_scales": [1, 100]},
-    "05_activation_clustering": {"attacks": ["patch"], "reclassify_epochs": 6, "robustness_runs": [[1, 3]]},
-    "06_fine_pruning": {"n_clean_finetune": 2000, "finetune_epochs": 3, "nc_steps": 45, "nc_samples": 160,
-                        "nc_runs": []},
+    "05_activation_clustering": {
+        "attacks": ["patch"],
+        "reclassify_epochs": 6,
+        "robustness_runs": [[1, 3]],
+    },
+    "06_fine_pruning": {
+        "n_clean_finetune": 2000,
+        "finetune_epochs": 3,
+        "nc_steps": 45,
+        "nc_samples": 160,
+        "nc_runs": [],
+    },
     "07_more_attacks": {"blend_alphas": [0.2], "sig_shares": [0.4], "sig_share": 0.4},
-    "08_defense_matrix": {"attacks": ["patch"], "seeds": [0, 1], "ss_epsilon": 0.35, "strip_overlays": 20,
-                          "strip_inputs": 200, "nc_steps": 30, "nc_samples": 96, "n_clean_finetune": 2000,
-                          "finetune_epochs": 3},
+    "08_defense_matrix": {
+        "attacks": ["patch"],
+        "seeds": [0, 1],
+        "ss_epsilon": 0.35,
+        "strip_overlays": 20,
+        "strip_inputs": 200,
+        "nc_steps": 30,
+        "nc_samples": 96,
+        "n_clean_finetune": 2000,
+        "finetune_epochs": 3,
+    },
     "09_adaptive_attacker": {"seeds": [0], "ss_epsilon": 0.35},
 }
 
 
 OUTPUTS = {}  # stem -> executed notebook
 
-# With `pytest -n` (make test), every test of a chapter carries the chapter's xdist group, so one
-# worker executes the chapter once and runs all of its tests; the slowest chapters come first so
-# the two workers finish together (measured at test scale: 06 and 08 take the longest).
-SLOWEST_FIRST = ["06_fine_pruning", "08_defense_matrix", "05_activation_clustering", "07_more_attacks",
-                 "03_blur_trigger", "01_pixel_trigger", "09_adaptive_attacker", "02_noise_trigger",
-                 "04_learned_trigger"]
+# With `pytest -n` (make test), every test of a chapter carries the chapter's xdist
+# group, so one worker executes the chapter once and runs all of its tests; the slowest
+# chapters come first so the two workers finish together (measured at test scale: 06 and
+# 08 take the longest).
+SLOWEST_FIRST = [
+    "06_fine_pruning",
+    "08_defense_matrix",
+    "05_activation_clustering",
+    "07_more_attacks",
+    "03_blur_trigger",
+    "01_pixel_trigger",
+    "09_adaptive_attacker",
+    "02_noise_trigger",
+    "04_learned_trigger",
+]
 assert sorted(SLOWEST_FIRST) == sorted(HEADLINE_METRICS), "every chapter is tested"
-CHAPTERS = [pytest.param(stem, marks=pytest.mark.xdist_group(stem)) for stem in SLOWEST_FIRST]
+CHAPTERS = [
+    pytest.param(stem, marks=pytest.mark.xdist_group(stem)) for stem in SLOWEST_FIRST
+]
 
 
 def group(stem):
@@ -64,7 +102,9 @@ def executed_chapter(tmp_path_factory):
     def run(stem):
         if stem not in executed:
             out = tmp_path_factory.mktemp("chapters") / f"{stem}.ipynb"
-            executed[stem] = execute(ROOT / "notebooks" / f"{stem}.ipynb", {**SMALL, **EXTRA[stem]}, out)
+            executed[stem] = execute(
+                ROOT / "notebooks" / f"{stem}.ipynb", {**SMALL, **EXTRA[stem]}, out
+            )
             OUTPUTS[stem] = out
         return executed[stem]
 
@@ -73,11 +113,15 @@ def executed_chapter(tmp_path_factory):
 
 @pytest.fixture
 def chapter(request, executed_chapter):
-    """``chapter(stem)``: the chapter's glued values, executed once per worker - so a test may read
-    only the chapter named by its xdist group (else a second worker would execute it again)."""
+    """``chapter(stem)``: the chapter's glued values, executed once per worker - so a
+    test may read only the chapter named by its xdist group (else a second worker would
+    execute it again).
+    """
 
     def run(stem):
-        require_xdist_group(request, stem, f"reads {stem}: mark it xdist_group({stem!r})")
+        require_xdist_group(
+            request, stem, f"reads {stem}: mark it xdist_group({stem!r})"
+        )
         return executed_chapter(stem)
 
     return run
@@ -85,7 +129,8 @@ def chapter(request, executed_chapter):
 
 @pytest.mark.parametrize("stem", CHAPTERS)
 def test_chapter_shows_a_figure_for_every_plotting_cell(chapter, stem):
-    # fails when the kernels' display is switched off (e.g. MPLBACKEND=Agg in the environment)
+    # fails when the kernels' display is switched off (e.g. MPLBACKEND=Agg in the
+    # environment)
     chapter(stem)
     expected = plotting_cells(ROOT / "notebooks" / f"{stem}.ipynb")
     assert expected > 0
@@ -102,12 +147,15 @@ def test_chapter_glues_its_headline_values_as_fractions(chapter, stem):
     for name in HEADLINE_METRICS[stem]:
         assert name in values, f"{stem} did not glue {name}"
         if name not in {"psnr_db", "nc_anomaly_index"}:
-            assert _fraction(values[name]), f"{stem}: {name} = {values[name]!r} is not a fraction"
+            assert _fraction(
+                values[name]
+            ), f"{stem}: {name} = {values[name]!r} is not a fraction"
 
 
 @pytest.mark.parametrize("stem", CHAPTERS)
 def test_chapter_states_the_machine_and_precision_it_ran_with(chapter, stem):
-    # the kernel inherits this process's thread count and precision (BACKDOOR_BF16, the CPU's flags)
+    # the kernel inherits this process's thread count and precision (BACKDOOR_BF16, the
+    # CPU's flags)
     assert chapter(stem)["computed_with"] == computed_with()
 
 
@@ -117,7 +165,10 @@ def test_pixel_backdoor_works_and_keeps_clean_accuracy(chapter):
     assert v["clean_acc_baseline"] > 0.85
     assert v["asr"] > 0.90
     assert abs(v["clean_acc"] - v["clean_acc_baseline"]) < 0.03
-    assert v["min_rate_asr95"] in (0.02, 0.05) or v["min_rate_asr95"] != v["min_rate_asr95"]  # NaN = none reached
+    assert (
+        v["min_rate_asr95"] in (0.02, 0.05)
+        or v["min_rate_asr95"] != v["min_rate_asr95"]
+    )  # NaN = none reached
 
 
 @group("02_noise_trigger")
@@ -127,10 +178,15 @@ def test_noise_trigger_is_faint_and_measured(chapter):
     assert 10 / 255 * 0.99 <= v["linf"] <= 10 / 255 + 1e-6
     assert v["clean_acc"] > 0.85
     assert v["false_fire_rate"] < 0.1
-    assert 0.05 < v["study_untriggered_rate"] < 0.15  # about the share of the target class
-    # the default setting retrained with every seed: one ASR each, and the sentence follows the count
+    assert (
+        0.05 < v["study_untriggered_rate"] < 0.15
+    )  # about the share of the target class
+    # the default setting retrained with every seed: one ASR each, and the sentence
+    # follows the count
     assert v["n_seeds"] == 2 and len(v["seed_asr_text"].split(", ")) == 2
-    assert v["seed_sentence"].startswith("The setting holds") == (v["n_seeds_reached"] == 2)
+    assert v["seed_sentence"].startswith("The setting holds") == (
+        v["n_seeds_reached"] == 2
+    )
 
 
 @group("03_blur_trigger")
@@ -146,25 +202,33 @@ def test_learned_patch_works(chapter):
     v = chapter("04_learned_trigger")
     assert v["asr"] > 0.9
     assert v["clean_acc"] > 0.85
-    # training moves the patch (a hook that left it frozen would give 0), and the page's verdict
-    # on learning it follows the measured gain over the fixed patch
+    # training moves the patch (a hook that left it frozen would give 0), and the page's
+    # verdict on learning it follows the measured gain over the fixed patch
     assert 0 < v["moved"] <= 1
-    # the trigger's own step size moves it further, and each step size's verdict follows its gain
+    # the trigger's own step size moves it further, and each step size's verdict follows
+    # its gain
     assert set(v["moved_by_scale"]) == {1.0, 100.0}
     assert v["moved_by_scale"][100.0] > 3 * v["moved_by_scale"][1.0] > 0
     for scale, gain in v["gain_by_scale"].items():
-        verdict = "learning the patch pays" if gain >= 0.05 else "learning the patch brings no measurable gain"
+        verdict = (
+            "learning the patch pays"
+            if gain >= 0.05
+            else "learning the patch brings no measurable gain"
+        )
         assert f"With s = {scale:g}, {verdict}" in v["learned_sentence"]
-    assert v["ca_change"].endswith("the clean model") or v["ca_change"].startswith("the same as")
+    assert v["ca_change"].endswith("the clean model") or v["ca_change"].startswith(
+        "the same as"
+    )
 
 
 @group("05_activation_clustering")
 def test_activation_clustering_raises_no_false_alarm_and_reports_consistently(chapter):
     v = chapter("05_activation_clustering")
-    # measured at this scale (3,000 images, 3 epochs, 5% poison, 2026-11-25, AVX2 CPU): the pixel
-    # backdoor forms (ASR 0.975) but its poisons do not form their own cluster in so small a
-    # model, so neither recipe flags anything (F1 0.0) - the detector's targets are checked at
-    # full scale in `make test-full` (F1 0.9925, clean model 0.0 flagged, measured there)
+    # measured at this scale (3,000 images, 3 epochs, 5% poison, 2026-11-25, AVX2 CPU):
+    # the pixel backdoor forms (ASR 0.975) but its poisons do not form their own cluster
+    # in so small a model, so neither recipe flags anything (F1 0.0) - the detector's
+    # targets are checked at full scale in `make test-full` (F1 0.9925, clean model 0.0
+    # flagged, measured there)
     assert v["asr_before"] > 0.9
     assert v["clean_flagged_fraction"] < 0.05  # a clean model raises (almost) no alarm
     assert v["n_runs"] == 2 and 0.0 <= v["f1_min"] <= v["f1_mean"] <= 1.0
@@ -172,32 +236,45 @@ def test_activation_clustering_raises_no_false_alarm_and_reports_consistently(ch
         assert _fraction(v[name]), name
     if v["recall"] < 0.5:  # most poisons kept: retraining cannot remove the backdoor
         assert v["asr_after"] > 0.5
-    assert v["removal_sentence"].startswith("does not remove") == (v["asr_after"] > 0.05)
-    assert v["relabel_sentence"].startswith("does not remove") == (v["asr_relabel"] > 0.05)
-    if v["n_relabelled"] == 0:  # nothing flagged, nothing relabelled: the same training set
+    assert v["removal_sentence"].startswith("does not remove") == (
+        v["asr_after"] > 0.05
+    )
+    assert v["relabel_sentence"].startswith("does not remove") == (
+        v["asr_relabel"] > 0.05
+    )
+    if (
+        v["n_relabelled"] == 0
+    ):  # nothing flagged, nothing relabelled: the same training set
         assert v["asr_relabel"] > 0.5 and v["source_accuracy"].startswith("n/a")
-    # the attacks' sentence explains exactly the attacks below F1 0.9, with where their poisons went
+    # the attacks' sentence explains exactly the attacks below F1 0.9, with where their
+    # poisons went
     missed = "On the patch attack the detector misses: " in v["attacks_sentence"]
     assert missed == (v["f1_patch"] < 0.9)
     if missed:
-        assert "poisons" in v["attacks_sentence"] and "true flags" in v["attacks_sentence"]
+        assert (
+            "poisons" in v["attacks_sentence"] and "true flags" in v["attacks_sentence"]
+        )
 
 
 @group("06_fine_pruning")
 def test_fine_pruning_and_neural_cleanse_report_measured_values(chapter):
     v = chapter("06_fine_pruning")
-    # measured at this scale (2026-11-26, AVX2 CPU, one torch thread as in make test): pruning stops
-    # at 39 channels; the true target has the largest anomaly index (1.97 with 45 steps, 1.96 with
-    # 60; clean model's largest 1.04) but below the threshold 2, so nothing is unlearned; full
-    # scale: make test-full. With 40 steps or 128 images the target's index falls (1.40, 1.21).
+    # measured at this scale (2026-11-26, AVX2 CPU, one torch thread as in make test):
+    # pruning stops at 39 channels; the true target has the largest anomaly index (1.97
+    # with 45 steps, 1.96 with 60; clean model's largest 1.04) but below the threshold
+    # 2, so nothing is unlearned; full scale: make test-full. With 40 steps or 128
+    # images the target's index falls (1.40, 1.21).
     assert v["asr_before"] > 0.9
     assert 16 <= v["n_pruned"] <= 60
     assert v["nc_target_anomaly_index"] == v["nc_anomaly_index"] > 1.0
     assert v["nc_unreached"] == 0
     assert v["nc_clean_flagged_count"] == 0
-    # the table over runs holds the chapter's own model (nc_runs is empty here) with its verdict
+    # the table over runs holds the chapter's own model (nc_runs is empty here) with its
+    # verdict
     assert v["nc_n_runs"] == 1
-    assert v["nc_runs_target_flagged"] == int("0" in v["nc_flagged_label"].split(", "))  # default target 0
+    assert v["nc_runs_target_flagged"] == int(
+        "0" in v["nc_flagged_label"].split(", ")
+    )  # default target 0
     assert v["fp_clean_acc_after"] > 0.8
     if v["nc_flagged_label"] == "none":  # nothing to unlearn: the model is unchanged
         assert v["nc_asr_after"] == v["asr_before"]
@@ -207,9 +284,10 @@ def test_fine_pruning_and_neural_cleanse_report_measured_values(chapter):
 @group("07_more_attacks")
 def test_more_attacks_plant_their_backdoors_and_report_consistently(chapter):
     v = chapter("07_more_attacks")
-    # measured at this scale (3,000 images, 3 epochs, 2026-11-26, AVX2 CPU): blended ASR 0.82;
-    # SIG (40% of the target class) and WaNet (10% poison) do not form a backdoor this small
-    # (ASR 0.011 and 0.043, at the clean model's level) - their targets are checked in make test-full
+    # measured at this scale (3,000 images, 3 epochs, 2026-11-26, AVX2 CPU): blended ASR
+    # 0.82; SIG (40% of the target class) and WaNet (10% poison) do not form a backdoor
+    # this small (ASR 0.011 and 0.043, at the clean model's level) - their targets are
+    # checked in make test-full
     assert v["blend_asr"] > 0.5 > v["blend_clean_control"]
     assert v["blend_psnr_db"] < 25  # alpha 0.2 of a full-image key is plainly visible
     assert v["sig_n_mislabelled"] == 0 and v["sig_only_target"] is True  # clean-label
@@ -224,17 +302,26 @@ def test_more_attacks_plant_their_backdoors_and_report_consistently(chapter):
 @group("08_defense_matrix")
 def test_defense_matrix_scores_spectral_signatures_strip_and_every_cell(chapter):
     v = chapter("08_defense_matrix")
-    # at this scale 5% of the set is poisoned into label 0: about a third of that label, hence
-    # ss_epsilon 0.35 (the bound must cover the poisoned share of the label, as in the paper).
-    # Measured here (2026-11-26, AVX2 CPU): recall 0.63 against the 0.525 that removing the same
-    # share at random would give - the small model's representations separate the poisons only
-    # weakly; the target (recall >= 0.9) is checked at full scale in make test-full
+    # at this scale 5% of the set is poisoned into label 0: about a third of that label,
+    # hence ss_epsilon 0.35 (the bound must cover the poisoned share of the label, as in
+    # the paper). Measured here (2026-11-26, AVX2 CPU): recall 0.63 against the 0.525
+    # that removing the same share at random would give - the small model's
+    # representations separate the poisons only weakly; the target (recall >= 0.9) is
+    # checked at full scale in make test-full
     assert v["ss_recall"] > 1.5 * 0.35 + 0.05 and v["ss_n_removed"] > v["ss_n_poison"]
-    assert v["strip_auroc"] > 0.95 and v["strip_far"] < 0.1  # a backwards entropy would give AUROC ~0
-    assert v["strip_frr_test"] < 0.05  # the threshold set on held-out clean images holds on the test set
-    # the pixel attack implants its backdoor at this scale, so all five of its cells are judged
+    assert (
+        v["strip_auroc"] > 0.95 and v["strip_far"] < 0.1
+    )  # a backwards entropy would give AUROC ~0
+    assert (
+        v["strip_frr_test"] < 0.05
+    )  # the threshold set on held-out clean images holds on the test set
+    # the pixel attack implants its backdoor at this scale, so all five of its cells are
+    # judged
     assert (v["n_attacks"], v["n_defenses"], v["n_seeds"], v["n_cells"]) == (1, 5, 2, 5)
-    assert v["implanted_sentence"].startswith("Every attack implanted") and v["implanted_patch"] != "0/2"
+    assert (
+        v["implanted_sentence"].startswith("Every attack implanted")
+        and v["implanted_patch"] != "0/2"
+    )
     assert len([k for k in v if k.startswith("cell_patch_")]) == 5
     failing = [] if v["failing_cells"] == "none" else v["failing_cells"].split("; ")
     assert len(failing) == v["n_cells"] - v["n_cells_ok"]
@@ -248,8 +335,12 @@ def test_adaptive_attacker_is_scored_against_both_latent_separation_defenses(cha
         assert _fraction(v[name]), name
     assert -1.0 <= v["sep_adaptive"] <= 1.0 and -1.0 <= v["sep_blended"] <= 1.0
     drop = max(v["ac_blended"] - v["ac_adaptive"], v["ss_blended"] - v["ss_adaptive"])
-    assert v["adaptive_sentence"].startswith("The adaptive attack defeats") == (drop >= 0.2)
+    assert v["adaptive_sentence"].startswith("The adaptive attack defeats") == (
+        drop >= 0.2
+    )
     rise = max(v["ac_adaptive"] - v["ac_blended"], v["ss_adaptive"] - v["ss_blended"])
     assert ("It even raises" in v["adaptive_sentence"]) == (rise >= 0.2)
-    assert v["sep_sentence"].startswith("The adaptive attack lowers") == (v["sep_adaptive"] < v["sep_blended"])
+    assert v["sep_sentence"].startswith("The adaptive attack lowers") == (
+        v["sep_adaptive"] < v["sep_blended"]
+    )
     assert v["n_seeds"] == 1

@@ -1,7 +1,9 @@
-"""The book's targets at full parameters (``make test-full``; several hours on 2 CPU cores).
+"""The book's targets at full parameters (``make test-full``; several hours on 2 CPU
+cores).
 
-Each chapter runs with its defaults into ``runs/full/``; trained models come from the shared cache.
-A failing assertion here is a missed target: report it with the measured number.
+Each chapter runs with its defaults into ``runs/full/``; trained models come from the
+shared cache. A failing assertion here is a missed target: report it with the measured
+number.
 """
 
 import pytest
@@ -18,7 +20,11 @@ def full():
 
     def run(stem):
         if stem not in cache:
-            cache[stem] = execute(ROOT / "notebooks" / f"{stem}.ipynb", {}, ROOT / "runs" / "full" / f"{stem}.ipynb")
+            cache[stem] = execute(
+                ROOT / "notebooks" / f"{stem}.ipynb",
+                {},
+                ROOT / "runs" / "full" / f"{stem}.ipynb",
+            )
         return cache[stem]
 
     return run
@@ -38,8 +44,9 @@ def test_02_noise_targets(full):
 
 
 def test_02_noise_asr_target_at_the_cheapest_setting_of_the_map(full):
-    # measured 2026-11-26 (AVX2 CPU): eps 8/255 at 1% poison gives ASR 0.7565; the map's cheapest
-    # setting with PSNR >= 35 dB and ASR >= 0.98 is eps 10/255 at 1% (35.7 dB, ASR 0.9959), the default
+    # measured 2026-11-26 (AVX2 CPU): eps 8/255 at 1% poison gives ASR 0.7565; the map's
+    # cheapest setting with PSNR >= 35 dB and ASR >= 0.98 is eps 10/255 at 1% (35.7 dB,
+    # ASR 0.9959), the default
     v = full("02_noise_trigger")
     assert v["asr"] >= 0.98 and v["psnr_db"] >= 35
     assert v["grid_default_sentence"] == "It is this chapter's default setting."
@@ -61,16 +68,26 @@ def test_05_detection_targets(full):
     assert v["clean_flagged_fraction"] <= 0.01
 
 
-@pytest.mark.xfail(reason="missed (2026-11-25, AVX2 CPU): F1 0.9925 / 0.9972 / 0 / 0 / 0 over the five runs - "
-                   "seed 2 / target 0: the poisons' own cluster (511 of 540) is kept because the reclassifier learns "
-                   "the trigger from the 29 left (l/p 1.58); seeds 3/7 and 4/3: silhouette picks k = 2 and the "
-                   "poisons are split inside halves of genuine digits")
+@pytest.mark.xfail(
+    reason=(
+        "missed (2026-11-25, AVX2 CPU): F1 0.9925 / 0.9972 / 0 / 0 / 0 over the five"
+        " runs - seed 2 / target 0: the poisons' own cluster (511 of 540) is kept"
+        " because the reclassifier learns the trigger from the 29 left (l/p 1.58);"
+        " seeds 3/7 and 4/3: silhouette picks k = 2 and the poisons are split inside"
+        " halves of genuine digits"
+    )
+)
 def test_05_detection_holds_on_every_run(full):
     assert full("05_activation_clustering")["f1_min"] >= 0.95
 
 
-@pytest.mark.xfail(reason="missed (2026-11-25, AVX2 CPU): the 8 poisons the detector misses keep the backdoor "
-                   "after removal and retraining (ASR 0.383, CA 0.991); relabelling instead reaches ASR 0.0089")
+@pytest.mark.xfail(
+    reason=(
+        "missed (2026-11-25, AVX2 CPU): the 8 poisons the detector misses keep the"
+        " backdoor after removal and retraining (ASR 0.383, CA 0.991); relabelling"
+        " instead reaches ASR 0.0089"
+    )
+)
 def test_05_removal_repairs(full):
     v = full("05_activation_clustering")
     assert v["asr_after"] <= 0.05 and v["clean_acc_after"] >= 0.985
@@ -83,13 +100,20 @@ def test_05_relabelling_repairs(full):
 
 def test_06_defense_targets(full):
     v = full("06_fine_pruning")
-    assert v["nc_flagged_label"] == "0" and v["nc_anomaly_index"] > 2  # a string: "0", "0, 3" or "none"
+    assert (
+        v["nc_flagged_label"] == "0" and v["nc_anomaly_index"] > 2
+    )  # a string: "0", "0, 3" or "none"
     assert v["nc_clean_flagged_count"] == 0
     assert v["nc_clean_acc_after"] >= v["clean_acc_before"] - 0.01
 
 
-@pytest.mark.xfail(reason="missed (2026-11-26, AVX2 CPU, fresh-clone build): unlearning the reversed trigger brings "
-                   "ASR from 0.9996 to 0.0620, just above the bar (a bf16 CPU measured 0.0489 on 2026-11-25's earlier code)")
+@pytest.mark.xfail(
+    reason=(
+        "missed (2026-11-26, AVX2 CPU, fresh-clone build): unlearning the reversed"
+        " trigger brings ASR from 0.9996 to 0.0620, just above the bar (a bf16 CPU"
+        " measured 0.0489 on 2026-11-25's earlier code)"
+    )
+)
 def test_06_unlearning_removes_the_backdoor(full):
     assert full("06_fine_pruning")["nc_asr_after"] <= 0.05
 
@@ -102,39 +126,57 @@ def test_06_neural_cleanse_holds_on_every_run(full):
 
 def test_07_blended_and_wanet_targets(full):
     v = full("07_more_attacks")
-    assert v["blend_asr"] >= 0.98 and v["blend_clean_acc"] >= v["clean_acc_baseline"] - 0.003
-    # the WaNet paper: CA 0.9952 / ASR 0.9986 on MNIST with its own network; ours: ASR >= 0.98, CA within 0.5 pp
+    assert (
+        v["blend_asr"] >= 0.98
+        and v["blend_clean_acc"] >= v["clean_acc_baseline"] - 0.003
+    )
+    # the WaNet paper: CA 0.9952 / ASR 0.9986 on MNIST with its own network; ours: ASR
+    # >= 0.98, CA within 0.5 pp
     assert v["wanet_asr"] >= 0.98 and v["wanet_ca_gap_pp"] <= 0.5
     assert v["sig_n_mislabelled"] == 0 and v["max_clean_control"] < 0.01
 
 
-@pytest.mark.xfail(reason="missed (2026-11-26, AVX2 CPU): SIG with delta 20/255 on 10-40% of the target class "
-                   "reaches ASR 0.0011-0.0014 (clean model 0.0011); a test-time signal of 160/255 fires it on "
-                   "0.08 of the images (20% of the class signed)")
+@pytest.mark.xfail(
+    reason=(
+        "missed (2026-11-26, AVX2 CPU): SIG with delta 20/255 on 10-40% of the target"
+        " class reaches ASR 0.0011-0.0014 (clean model 0.0011); a test-time signal of"
+        " 160/255 fires it on 0.08 of the images (20% of the class signed)"
+    )
+)
 def test_07_sig_forms_a_backdoor(full):
     assert full("07_more_attacks")["sig_asr"] >= 0.9
 
 
 def test_08_strip_target_and_a_full_matrix(full):
     v = full("08_defense_matrix")
-    assert v["strip_far"] <= 0.01  # measured 2026-11-26 (AVX2 CPU): FAR 0.001, FRR 0.011 on test, AUROC 1.0
+    assert (
+        v["strip_far"] <= 0.01
+    )  # measured 2026-11-26 (AVX2 CPU): FAR 0.001, FRR 0.011 on test, AUROC 1.0
     assert v["n_attacks"] == 7 and v["n_defenses"] == 5 and v["n_seeds"] >= 3
     assert len([k for k in v if k.startswith("cell_")]) == 35  # every cell has its text
     # a cell is judged for every attack that implanted a backdoor at one seed at least
     assert v["n_cells"] == 5 * v["n_attacks_judged"]
 
 
-@pytest.mark.xfail(reason="missed (2026-11-26, AVX2 CPU): the paper's recipe with epsilon 0.1 removes 8,095 images "
-                   "and catches 135 of 540 poisons (recall 0.25, ASR after retraining 0.9895): in label 0 the poisons "
-                   "lie along the third singular direction (AUROC 0.999), the first gives AUROC 0.58")
+@pytest.mark.xfail(
+    reason=(
+        "missed (2026-11-26, AVX2 CPU): the paper's recipe with epsilon 0.1 removes"
+        " 8,095 images and catches 135 of 540 poisons (recall 0.25, ASR after"
+        " retraining 0.9895): in label 0 the poisons lie along the third singular"
+        " direction (AUROC 0.999), the first gives AUROC 0.58"
+    )
+)
 def test_08_spectral_signatures_target(full):
     assert full("08_defense_matrix")["ss_recall"] >= 0.9
 
 
 def test_09_adaptive_attack_is_measured_over_seeds(full):
     v = full("09_adaptive_attacker")
-    # measured 2026-11-26 (AVX2 CPU, 3 seeds): AC F1 0.996 -> 0.903, SS recall 0.053 -> 0.695, ASR 0.9996 -> 1.0000
+    # measured 2026-11-26 (AVX2 CPU, 3 seeds): AC F1 0.996 -> 0.903, SS recall 0.053 ->
+    # 0.695, ASR 0.9996 -> 1.0000
     assert v["n_seeds"] >= 3
     assert v["asr_blended"] >= 0.98 and v["asr_adaptive"] >= 0.9
     drop = max(v["ac_blended"] - v["ac_adaptive"], v["ss_blended"] - v["ss_adaptive"])
-    assert v["adaptive_sentence"].startswith("The adaptive attack defeats") == (drop >= 0.2)
+    assert v["adaptive_sentence"].startswith("The adaptive attack defeats") == (
+        drop >= 0.2
+    )

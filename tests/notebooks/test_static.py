@@ -21,20 +21,29 @@ def glue_names(path: Path) -> list[str]:
     for cell in _nb(path)["cells"]:
         if cell["cell_type"] != "code":
             continue
-        for fstring, name in re.findall(r'glue\(\s*(f?)"([^"]+)"', "".join(cell["source"])):
-            names.append(re.sub(r"\\\{.*?\\\}", ".+", re.escape(name)) if fstring else re.escape(name))
+        for fstring, name in re.findall(
+            r'glue\(\s*(f?)"([^"]+)"', "".join(cell["source"])
+        ):
+            names.append(
+                re.sub(r"\\\{.*?\\\}", ".+", re.escape(name))
+                if fstring
+                else re.escape(name)
+            )
     return names
 
 
 def test_every_chapter_is_numbered_in_order_and_in_the_table_of_contents():
-    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, len(NOTEBOOKS) + 1)]
+    assert [p.name[:2] for p in NOTEBOOKS] == [
+        f"{i:02d}" for i in range(1, len(NOTEBOOKS) + 1)
+    ]
     toc = (ROOT / "_toc.yml").read_text()
     assert all(f"notebooks/{p.stem}" in toc for p in NOTEBOOKS)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_cell_has_its_own_id(path):
-    # nbformat 4.5 requires cell ids; a missing one is a warning today and an error tomorrow
+    # nbformat 4.5 requires cell ids; a missing one is a warning today and an error
+    # tomorrow
     ids = [c.get("id") for c in _nb(path)["cells"]]
     assert None not in ids and len(set(ids)) == len(ids)
 
@@ -42,7 +51,11 @@ def test_every_cell_has_its_own_id(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_chapter_has_one_parameters_cell_then_validation(path):
     cells = _nb(path)["cells"]
-    tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    tagged = [
+        i
+        for i, c in enumerate(cells)
+        if "parameters" in c.get("metadata", {}).get("tags", [])
+    ]
     assert len(tagged) == 1
     assert "validate_parameters(" in "".join(cells[tagged[0] + 1]["source"])
 
@@ -51,13 +64,21 @@ def test_chapter_has_one_parameters_cell_then_validation(path):
 def test_chapter_is_committed_clean_with_python3_kernel(path):
     nb = _nb(path)
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb["cells"] if c["cell_type"] == "code")
+    assert all(
+        not c.get("outputs") and c.get("execution_count") is None
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_chapter_has_one_title_and_a_closing_section(path):
-    markdown = ["".join(c["source"]) for c in _nb(path)["cells"] if c["cell_type"] == "markdown"]
-    titles = [line for text in markdown for line in text.splitlines() if line.startswith("# ")]
+    markdown = [
+        "".join(c["source"]) for c in _nb(path)["cells"] if c["cell_type"] == "markdown"
+    ]
+    titles = [
+        line for text in markdown for line in text.splitlines() if line.startswith("# ")
+    ]
     assert len(titles) == 1 and titles[0].startswith(f"# {path.name[:2]} - ")
     assert any("## What we learned" in text for text in markdown)
 
@@ -66,7 +87,10 @@ def test_chapter_has_one_title_and_a_closing_section(path):
 def test_chapter_ends_by_saying_where_and_in_which_precision_it_was_computed(path):
     cells = _nb(path)["cells"]
     assert "{glue:text}`computed_with:s`" in "".join(cells[-1]["source"])
-    assert any('glue("computed_with", computed_with(device)' in "".join(c["source"]) for c in cells)
+    assert any(
+        'glue("computed_with", computed_with(device)' in "".join(c["source"])
+        for c in cells
+    )
 
 
 def _referenced(text: str, own: str | None = None):
@@ -84,7 +108,11 @@ def _all_references():
     for page in PAGES:
         refs += [(page.name, nb, name) for nb, name in _referenced(page.read_text())]
     for path in NOTEBOOKS:
-        text = "".join("".join(c["source"]) for c in _nb(path)["cells"] if c["cell_type"] == "markdown")
+        text = "".join(
+            "".join(c["source"])
+            for c in _nb(path)["cells"]
+            if c["cell_type"] == "markdown"
+        )
         refs += [(path.name, nb, name) for nb, name in _referenced(text, path.name)]
     return refs
 
@@ -93,7 +121,9 @@ def _all_references():
 def test_every_quoted_glue_name_is_published_by_its_notebook(where, notebook, name):
     path = ROOT / "notebooks" / notebook
     assert path.exists(), f"{where} quotes {notebook}, which does not exist"
-    assert any(re.fullmatch(pattern, name) for pattern in glue_names(path)), f"{where} quotes {name!r}, never glued by {notebook}"
+    assert any(
+        re.fullmatch(pattern, name) for pattern in glue_names(path)
+    ), f"{where} quotes {name!r}, never glued by {notebook}"
 
 
 def test_headline_metrics_are_glued_by_their_chapters():
@@ -102,7 +132,9 @@ def test_headline_metrics_are_glued_by_their_chapters():
     for stem, names in HEADLINE_METRICS.items():
         patterns = glue_names(ROOT / "notebooks" / f"{stem}.ipynb")
         for name in names:
-            assert any(re.fullmatch(p, name) for p in patterns), f"{stem} does not glue {name}"
+            assert any(
+                re.fullmatch(p, name) for p in patterns
+            ), f"{stem} does not glue {name}"
 
 
 def test_every_chapter_and_page_is_in_the_toc():
@@ -117,16 +149,33 @@ def test_notebook_code_is_formatted_to_the_books_code_column():
     import subprocess
     import sys
 
-    run = subprocess.run([sys.executable, "-m", "black", "--check", "--line-length", "88", "--ipynb",
-                          *map(str, NOTEBOOKS)], capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "black",
+            "--check",
+            "--line-length",
+            "88",
+            "--ipynb",
+            *map(str, NOTEBOOKS),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, f"run `make format`:\n{run.stderr}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_code_shown_on_the_page_fits_the_code_column(path):
-    too_long = [line for cell in _nb(path)["cells"] if cell["cell_type"] == "code"
-                and "remove-cell" not in cell["metadata"].get("tags", [])
-                for line in "".join(cell["source"]).splitlines() if len(line) > 88]
+    too_long = [
+        line
+        for cell in _nb(path)["cells"]
+        if cell["cell_type"] == "code"
+        and "remove-cell" not in cell["metadata"].get("tags", [])
+        for line in "".join(cell["source"]).splitlines()
+        if len(line) > 88
+    ]
     assert not too_long, too_long
 
 
@@ -134,13 +183,22 @@ def test_code_shown_on_the_page_fits_the_code_column(path):
 def test_cells_that_only_publish_glue_values_are_hidden(path):
     for cell in _nb(path)["cells"]:
         lines = [l for l in "".join(cell["source"]).splitlines() if l.strip()]
-        if cell["cell_type"] == "code" and lines and all(l.startswith(("glue(", "    ", ")")) for l in lines) \
-                and lines[0].startswith("glue("):
+        if (
+            cell["cell_type"] == "code"
+            and lines
+            and all(l.startswith(("glue(", "    ", ")")) for l in lines)
+            and lines[0].startswith("glue(")
+        ):
             tags = set(cell["metadata"].get("tags", []))
             assert tags & {"remove-cell", "remove-input", "hide-input"}, lines[0]
 
 
 def test_no_environment_setting_switches_the_kernels_display_off():
-    # MPLBACKEND=Agg in the build or the tests silently removes every figure from the book
-    for path in (ROOT / "Makefile", ROOT / "tests" / "conftest.py", ROOT / ".ci" / "run"):
+    # MPLBACKEND=Agg in the build or the tests silently removes every figure from the
+    # book
+    for path in (
+        ROOT / "Makefile",
+        ROOT / "tests" / "conftest.py",
+        ROOT / ".ci" / "run",
+    ):
         assert "MPLBACKEND" not in path.read_text(), path

@@ -1,9 +1,10 @@
 """The cache keys at the right depth, on an edited copy of the whole package.
 
-Each case edits a copy of ``backdoor_utils`` the way a developer would, imports the copy in a fresh
-interpreter and reads the code part of every kind of cache entry the book computes (the same
-roots the package passes to ``train_cached``): a refactor that cannot change a number keeps every
-one; a change that can changes exactly the entries it affects.
+Each case edits a copy of ``backdoor_utils`` the way a developer would, imports the copy
+in a fresh interpreter and reads the code part of every kind of cache entry the book
+computes (the same roots the package passes to ``train_cached``): a refactor that cannot
+change a number keeps every one; a change that can changes exactly the entries it
+affects.
 """
 
 import json
@@ -55,9 +56,18 @@ print(json.dumps({name: code_digest(*roots) for name, roots in entries().items()
 
 
 def keys_of(root: Path) -> dict:
-    """The entries' code digests as the package under ``root`` computes them (a fresh interpreter)."""
-    out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(root)!r})\n" + SCRIPT],
-                         capture_output=True, text=True, cwd=root)
+    """The entries' code digests as the package under ``root`` computes them (a fresh
+    interpreter)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys; sys.path.insert(0, {str(root)!r})\n" + SCRIPT,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.splitlines()[-1])
 
@@ -68,25 +78,47 @@ def original(tmp_path_factory):
 
 
 def copy_package(root: Path) -> Path:
-    shutil.copytree(PACKAGE, root / "backdoor_utils", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        PACKAGE, root / "backdoor_utils", ignore=shutil.ignore_patterns("__pycache__")
+    )
     return root
 
 
 def edit(root: Path, module: str, old: str, new: str, count: int = 1) -> None:
     path = root / "backdoor_utils" / module
     text = path.read_text()
-    assert text.count(old) >= count, f"{module}: {old!r} not found - update this test with the code"
+    assert (
+        text.count(old) >= count
+    ), f"{module}: {old!r} not found - update this test with the code"
     path.write_text(text.replace(old, new))
 
 
 def black(root):
-    subprocess.run([sys.executable, "-m", "black", "-q", "--line-length", "88", str(root / "backdoor_utils")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "black",
+            "-q",
+            "--line-length",
+            "88",
+            str(root / "backdoor_utils"),
+        ],
+        check=True,
+    )
 
 
 def comments(root):
-    edit(root, "core/training.py", "    dev = resolve_device(device)\n    if model is None:",
-         "    # a comment in the training step\n    dev = resolve_device(device)\n\n    if model is None:")
-    edit(root, "attacks/base.py", "Dirty-label choice:", "Dirty-label choice (reworded):")
+    edit(
+        root,
+        "core/training.py",
+        "    dev = resolve_device(device)\n    if model is None:",
+        "    # a comment in the training step\n    dev = resolve_device(device)\n\n   "
+        " if model is None:",
+    )
+    edit(
+        root, "attacks/base.py", "Dirty-label choice:", "Dirty-label choice (reworded):"
+    )
 
 
 def rename_private(root):
@@ -95,12 +127,20 @@ def rename_private(root):
 
 
 def move_function(root):
-    # metrics.non_target_mask moves to training.py; metrics and its importers read it from there
+    # metrics.non_target_mask moves to training.py; metrics and its importers read it
+    # from there
     source = (root / "backdoor_utils" / "core" / "metrics.py").read_text()
     block = re.search(r"\ndef non_target_mask\(.*?\n\n\n", source, re.S).group(0)
     edit(root, "core/metrics.py", block, "\n\n")
-    edit(root, "core/metrics.py", "from .training import ", "from .training import non_target_mask, ")
-    (root / "backdoor_utils" / "core" / "training.py").write_text((root / "backdoor_utils" / "core" / "training.py").read_text() + block)
+    edit(
+        root,
+        "core/metrics.py",
+        "from .training import ",
+        "from .training import non_target_mask, ",
+    )
+    (root / "backdoor_utils" / "core" / "training.py").write_text(
+        (root / "backdoor_utils" / "core" / "training.py").read_text() + block
+    )
 
 
 @pytest.mark.parametrize("refactor", [black, comments, rename_private, move_function])
@@ -111,27 +151,73 @@ def test_a_refactor_keeps_every_key(refactor, original, tmp_path):
     assert {name for name in original if after[name] != original[name]} == set()
 
 
-MODELS = {"model none", "model patch", "model noise", "model sig", "model wanet", "model learned"}
+MODELS = {
+    "model none",
+    "model patch",
+    "model noise",
+    "model sig",
+    "model wanet",
+    "model learned",
+}
 DIRTY = MODELS - {"model none", "model sig"}
 
 
-@pytest.mark.parametrize("change, changed, kept", [
-    # a default hyper-parameter of training: every model, and what trains one on the way
-    (lambda root: edit(root, "core/training.py", "max_lr: float = 3e-3", "max_lr: float = 2e-3"),
-     MODELS | {"model on data", "retrain", "detection ac", "cell fine_pruning"},
-     {"reversal", "screening", "attack metrics"}),
-    # a line of the training step
-    (lambda root: edit(root, "core/training.py", "F.cross_entropy(model(xb), yb)", "F.cross_entropy(model(xb), yb, label_smoothing=0.1)"),
-     MODELS | {"model on data", "retrain", "detection ac", "cell fine_pruning"},
-     {"reversal", "screening", "attack metrics"}),
-    # the dirty-label poison selection: the dirty-label attacks' models only
-    (lambda root: edit(root, "attacks/base.py", "max(1, round(poison_rate * len(y)))", "max(2, round(poison_rate * len(y)))"),
-     DIRTY, {"model none", "model sig", "model on data", "screening", "reversal"}),
-    # a detector's threshold rule: that detector's entries only
-    (lambda root: edit(root, "detectors/spectral_signatures.py", "np.floor(1.5 * self.epsilon", "np.floor(1.4 * self.epsilon"),
-     {"cell spectral_signatures"}, MODELS | {"detection ac", "screening", "cell fine_pruning", "reversal"}),
-], ids=["default-hyperparameter", "training-step", "poison-selection", "detector-threshold"])
-def test_a_change_that_can_move_a_number_changes_exactly_the_keys_it_affects(change, changed, kept, original, tmp_path):
+@pytest.mark.parametrize(
+    "change, changed, kept",
+    [
+        # a default hyper-parameter of training: every model, and what trains one on the
+        # way
+        (
+            lambda root: edit(
+                root, "core/training.py", "max_lr: float = 3e-3", "max_lr: float = 2e-3"
+            ),
+            MODELS | {"model on data", "retrain", "detection ac", "cell fine_pruning"},
+            {"reversal", "screening", "attack metrics"},
+        ),
+        # a line of the training step
+        (
+            lambda root: edit(
+                root,
+                "core/training.py",
+                "F.cross_entropy(model(xb), yb)",
+                "F.cross_entropy(model(xb), yb, label_smoothing=0.1)",
+            ),
+            MODELS | {"model on data", "retrain", "detection ac", "cell fine_pruning"},
+            {"reversal", "screening", "attack metrics"},
+        ),
+        # the dirty-label poison selection: the dirty-label attacks' models only
+        (
+            lambda root: edit(
+                root,
+                "attacks/base.py",
+                "max(1, round(poison_rate * len(y)))",
+                "max(2, round(poison_rate * len(y)))",
+            ),
+            DIRTY,
+            {"model none", "model sig", "model on data", "screening", "reversal"},
+        ),
+        # a detector's threshold rule: that detector's entries only
+        (
+            lambda root: edit(
+                root,
+                "detectors/spectral_signatures.py",
+                "np.floor(1.5 * self.epsilon",
+                "np.floor(1.4 * self.epsilon",
+            ),
+            {"cell spectral_signatures"},
+            MODELS | {"detection ac", "screening", "cell fine_pruning", "reversal"},
+        ),
+    ],
+    ids=[
+        "default-hyperparameter",
+        "training-step",
+        "poison-selection",
+        "detector-threshold",
+    ],
+)
+def test_a_change_that_can_move_a_number_changes_exactly_the_keys_it_affects(
+    change, changed, kept, original, tmp_path
+):
     root = copy_package(tmp_path)
     change(root)
     after = keys_of(root)
@@ -141,8 +227,8 @@ def test_a_change_that_can_move_a_number_changes_exactly_the_keys_it_affects(cha
 
 
 def test_the_package_keys_its_entries_on_these_roots(tmp_path, monkeypatch):
-    """The roots above are the ones the package uses: a model's and its metrics' saved specs carry
-    the code digest of exactly these roots."""
+    """The roots above are the ones the package uses: a model's and its metrics' saved
+    specs carry the code digest of exactly these roots."""
     from backdoor_utils.core import cache
 
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
@@ -150,12 +236,22 @@ def test_the_package_keys_its_entries_on_these_roots(tmp_path, monkeypatch):
     exec(ENTRIES, namespace)
     roots = namespace["entries"]()
     result = experiments.run_attack(Experiment("patch", n_train=300, epochs=1), "cpu")
-    specs = {json.loads(p.read_text())["kind"]: json.loads(p.read_text()) for p in tmp_path.rglob("*.json")}
+    specs = {
+        json.loads(p.read_text())["kind"]: json.loads(p.read_text())
+        for p in tmp_path.rglob("*.json")
+    }
     assert specs["attack"]["code"] == codekey.code_digest(*roots["model patch"])
-    assert specs["attack_metrics"]["code"] == codekey.code_digest(*roots["attack metrics"])
+    assert specs["attack_metrics"]["code"] == codekey.code_digest(
+        *roots["attack metrics"]
+    )
     assert specs["attack_metrics"]["model"] == result.key
-    found = defend.detect_cached(result, backdoor_utils.detectors.get("activation_clustering"), device="cpu")
+    found = defend.detect_cached(
+        result, backdoor_utils.detectors.get("activation_clustering"), device="cpu"
+    )
     assert found is not None
-    specs = {json.loads(p.read_text())["kind"]: json.loads(p.read_text()) for p in tmp_path.rglob("*.json")}
+    specs = {
+        json.loads(p.read_text())["kind"]: json.loads(p.read_text())
+        for p in tmp_path.rglob("*.json")
+    }
     assert specs["detection"]["code"] == codekey.code_digest(*roots["detection ac"])
     assert specs["detection"]["model"] == result.key

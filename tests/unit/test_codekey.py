@@ -1,4 +1,5 @@
-"""The code part of the cache keys (backdoor_utils.core.codekey) on small modules written here."""
+"""The code part of the cache keys (backdoor_utils.core.codekey) on small modules
+written here."""
 
 import importlib.util
 import itertools
@@ -42,8 +43,8 @@ def unrelated():
 
 
 def load(source: str):
-    """``source`` as a module named inside the package (so its names are followed like the
-    package's), from a file of its own."""
+    """``source`` as a module named inside the package (so its names are followed like
+    the package's), from a file of its own."""
     name = f"{codekey.PACKAGE}._codekey_test_{os.getpid()}_{next(_count)}"
     path = Path(tempfile.mkdtemp()) / f"{name.rsplit('.', 1)[1]}.py"
     path.write_text(textwrap.dedent(source))
@@ -58,45 +59,81 @@ def digest(source: str, name: str = "compute") -> str:
     return codekey.code_digest(getattr(load(source), name))
 
 
-@pytest.mark.parametrize("refactor", [
-    # layout and comments
-    lambda s: s.replace("total = total + _helper(x)", "total = (\n            total\n            + _helper(x)  # add\n        )"),
-    # the docstring
-    lambda s: s.replace('"""Docstring."""', '"""Another docstring, longer."""'),
-    # a private helper renamed (definition and call)
-    lambda s: s.replace("_helper", "_times_scale"),
-    # a constant renamed
-    lambda s: s.replace("SCALE", "FACTOR"),
-    # an unrelated function edited, and a new one added
-    lambda s: s.replace("return 42", "return 43") + "\n\ndef more():\n    return 1\n",
-    # an error message reworded
-    lambda s: s.replace('f"x: must be a tensor, got {x!r}"', '"x: a tensor is needed"'),
-    # the library imported another way
-    lambda s: s.replace("import torch.nn.functional as F", "from torch.nn import functional as F"),
-    # the function's own name
-    lambda s: s.replace("def compute(", "def compute_total(") + "\ncompute = compute_total\n",
-    # a path constant (clones differ) that the code reads
-    lambda s: s.replace('"/somewhere"', '"/elsewhere"').replace("return F.relu(total)", "ROOT\n    return F.relu(total)"),
-], ids=["layout", "docstring", "private-rename", "constant-rename", "unrelated-edit", "message", "import-style", "own-name",
-        "path-value"])
+@pytest.mark.parametrize(
+    "refactor",
+    [
+        # layout and comments
+        lambda s: s.replace(
+            "total = total + _helper(x)",
+            "total = (\n            total\n            + _helper(x)  # add\n        )",
+        ),
+        # the docstring
+        lambda s: s.replace('"""Docstring."""', '"""Another docstring, longer."""'),
+        # a private helper renamed (definition and call)
+        lambda s: s.replace("_helper", "_times_scale"),
+        # a constant renamed
+        lambda s: s.replace("SCALE", "FACTOR"),
+        # an unrelated function edited, and a new one added
+        lambda s: s.replace("return 42", "return 43")
+        + "\n\ndef more():\n    return 1\n",
+        # an error message reworded
+        lambda s: s.replace(
+            'f"x: must be a tensor, got {x!r}"', '"x: a tensor is needed"'
+        ),
+        # the library imported another way
+        lambda s: s.replace(
+            "import torch.nn.functional as F", "from torch.nn import functional as F"
+        ),
+        # the function's own name
+        lambda s: s.replace("def compute(", "def compute_total(")
+        + "\ncompute = compute_total\n",
+        # a path constant (clones differ) that the code reads
+        lambda s: s.replace('"/somewhere"', '"/elsewhere"').replace(
+            "return F.relu(total)", "ROOT\n    return F.relu(total)"
+        ),
+    ],
+    ids=[
+        "layout",
+        "docstring",
+        "private-rename",
+        "constant-rename",
+        "unrelated-edit",
+        "message",
+        "import-style",
+        "own-name",
+        "path-value",
+    ],
+)
 def test_a_refactor_that_cannot_change_a_number_keeps_the_digest(refactor):
-    before = BASE.replace("return F.relu(total)", "ROOT\n    return F.relu(total)") if "ROOT\n" in refactor(BASE) else BASE
+    before = (
+        BASE.replace("return F.relu(total)", "ROOT\n    return F.relu(total)")
+        if "ROOT\n" in refactor(BASE)
+        else BASE
+    )
     assert digest(refactor(BASE)) == digest(before)
 
 
-@pytest.mark.parametrize("change", [
-    lambda s: s.replace("return x * SCALE", "return x * SCALE + 1"),  # a line of a helper
-    lambda s: s.replace("SCALE = 3", "SCALE = 4"),  # a constant's value
-    lambda s: s.replace("steps=5", "steps=6"),  # a default
-    lambda s: s.replace("F.relu", "F.gelu"),  # a library function
-    lambda s: s.replace("for _ in range(steps)", "for _ in range(steps - 1)"),  # a line of its own
-], ids=["helper-line", "constant-value", "default", "library-call", "own-line"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: s.replace(
+            "return x * SCALE", "return x * SCALE + 1"
+        ),  # a line of a helper
+        lambda s: s.replace("SCALE = 3", "SCALE = 4"),  # a constant's value
+        lambda s: s.replace("steps=5", "steps=6"),  # a default
+        lambda s: s.replace("F.relu", "F.gelu"),  # a library function
+        lambda s: s.replace(
+            "for _ in range(steps)", "for _ in range(steps - 1)"
+        ),  # a line of its own
+    ],
+    ids=["helper-line", "constant-value", "default", "library-call", "own-line"],
+)
 def test_a_change_that_can_change_a_number_changes_the_digest(change):
     assert digest(change(BASE)) != digest(BASE)
 
 
 def test_a_class_is_keyed_on_its_methods_and_its_package_bases():
-    classes = '''
+    classes = """
     class Base:
         def scale(self, x):
             return 2 * x
@@ -106,30 +143,39 @@ def test_a_class_is_keyed_on_its_methods_and_its_package_bases():
 
         def compute(self, x):
             return self.scale(x) * self.rate
-    '''
+    """
     child = digest(classes, "Child")
-    assert digest(classes.replace("return 2 * x", "return 3 * x"), "Child") != child  # the base's method
-    assert digest(classes.replace("rate = 0.5", "rate = 0.6"), "Child") != child  # a class attribute
+    assert (
+        digest(classes.replace("return 2 * x", "return 3 * x"), "Child") != child
+    )  # the base's method
+    assert (
+        digest(classes.replace("rate = 0.5", "rate = 0.6"), "Child") != child
+    )  # a class attribute
     assert digest(classes.replace("# nothing", ""), "Child") == child
 
 
 def test_recursion_ends_and_the_digest_does_not_depend_on_which_root_is_read_first():
-    cycle = '''
+    cycle = """
     def compute(n):
         return 0 if n == 0 else other(n - 1)
 
     def other(n):
         return compute(n) + 1
-    '''
+    """
     first = load(cycle)
     a, b = codekey.code_digest(first.compute), codekey.code_digest(first.other)
     second = load(cycle)
-    assert (codekey.code_digest(second.other), codekey.code_digest(second.compute)) == (b, a)
-    assert digest(cycle.replace("+ 1", "+ 2")) != a  # a change inside the cycle still counts
+    assert (codekey.code_digest(second.other), codekey.code_digest(second.compute)) == (
+        b,
+        a,
+    )
+    assert (
+        digest(cycle.replace("+ 1", "+ 2")) != a
+    )  # a change inside the cycle still counts
 
 
 def test_a_function_keyed_elsewhere_is_left_out():
-    marked = '''
+    marked = """
     from backdoor_utils.core.codekey import keyed_elsewhere
 
     @keyed_elsewhere("its result's hash")
@@ -138,11 +184,16 @@ def test_a_function_keyed_elsewhere_is_left_out():
 
     def compute():
         return fetch()
-    '''
-    assert digest(marked.replace('"downloaded"', '"fetched another way"')) == digest(marked)
+    """
+    assert digest(marked.replace('"downloaded"', '"fetched another way"')) == digest(
+        marked
+    )
     assert digest(marked.replace("its result's hash", "reworded")) == digest(marked)
 
 
 def test_roots_outside_the_package_are_read_by_their_source():
-    # an attack declared in a test module keys its own models by its source, like the package's
-    assert codekey.code_digest(test_roots_outside_the_package_are_read_by_their_source) != codekey.code_digest(load)
+    # an attack declared in a test module keys its own models by its source, like the
+    # package's
+    assert codekey.code_digest(
+        test_roots_outside_the_package_are_read_by_their_source
+    ) != codekey.code_digest(load)

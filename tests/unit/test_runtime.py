@@ -1,4 +1,5 @@
-"""The allocator setting (backdoor_utils.core.runtime): large blocks come from the heap, numbers unchanged."""
+"""The allocator setting (backdoor_utils.core.runtime): large blocks come from the heap,
+numbers unchanged."""
 
 import os
 import subprocess
@@ -6,7 +7,8 @@ import sys
 
 import pytest
 
-# a 20 MiB block (an activation tensor of a training batch): from the heap, or mmap-ed afresh?
+# a 20 MiB block (an activation tensor of a training batch): from the heap, or mmap-ed
+# afresh?
 PROBE = """
 import ctypes, hashlib, torch, torch.nn.functional as F
 import backdoor_utils
@@ -38,16 +40,23 @@ print(backdoor_utils.MALLOC_TUNED, mmapped, digest)
 
 def _probe(tune: bool):
     env = {**os.environ, "BACKDOOR_TUNE_MALLOC": "1" if tune else "0"}
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     tuned, mmapped, digest = out.split()
     return tuned == "True", int(mmapped), digest
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_tuned_malloc_serves_large_blocks_from_the_heap_and_changes_no_weight():
-    # a freed mmap-ed block goes back to the system and costs page faults when mapped again: the
-    # training step's 10-25 MB activations (measured, AVX2 CPU, batch 256: 470 instead of 2,502
-    # page faults per step; 20,000 images x 2 epochs 10.3 s instead of 11.8 s)
+    # a freed mmap-ed block goes back to the system and costs page faults when mapped
+    # again: the training step's 10-25 MB activations (measured, AVX2 CPU, batch 256:
+    # 470 instead of 2,502 page faults per step; 20,000 images x 2 epochs 10.3 s instead
+    # of 11.8 s)
     tuned, mmapped_tuned, digest_tuned = _probe(True)
     untuned, mmapped_plain, digest_plain = _probe(False)
     assert tuned and not untuned

@@ -1,6 +1,8 @@
-"""What the reader is told is scored honestly: detections against the true poison flags, STRIP on
-non-target triggered test inputs with a threshold from the defender's own clean images, each
-matrix cell with its defense's own metric, a retraining without exactly the flagged images."""
+"""What the reader is told is scored honestly: detections against the true poison flags,
+STRIP on non-target triggered test inputs with a threshold from the defender's own clean
+images, each matrix cell with its defense's own metric, a retraining without exactly the
+flagged images.
+"""
 
 from types import SimpleNamespace
 
@@ -16,7 +18,8 @@ TARGET = 0
 
 
 def _coded(n, first):
-    """``n`` images whose pixel (0, 0) carries a value of our choosing and (0, 1) the image's index."""
+    """``n`` images whose pixel (0, 0) carries a value of our choosing and (0, 1) the
+    image's index."""
     x = torch.zeros(n, 1, 28, 28)
     x[:, 0, 0, 0] = first
     x[:, 0, 0, 1] = torch.arange(n) / 10_000
@@ -24,7 +27,8 @@ def _coded(n, first):
 
 
 class _EntropyIsPixelZero:
-    """A STRIP stand-in: an input's entropy is its pixel (0, 0); records what it was given."""
+    """A STRIP stand-in: an input's entropy is its pixel (0, 0); records what it was
+    given."""
 
     def __init__(self):
         self.calls = {}
@@ -39,8 +43,8 @@ class _EntropyIsPixelZero:
 
 
 class _Trigger:
-    """Sends an image's pixel (0, 0) - its stand-in entropy - to 0.9 (passes STRIP) when its pixel
-    (0, 2) is bright, else to 0.1 (rejected)."""
+    """Sends an image's pixel (0, 0) - its stand-in entropy - to 0.9 (passes STRIP) when
+    its pixel (0, 2) is bright, else to 0.1 (rejected)."""
 
     def apply(self, x):
         out = x.clone()
@@ -50,47 +54,78 @@ class _Trigger:
 
 def test_strip_is_scored_on_non_target_test_inputs_with_a_threshold_from_the_defenders_own_images():
     y_test = torch.arange(100) % 10
-    x_test = _coded(100, torch.where(torch.arange(100) < 30, 0.2, 0.8))  # 30 clean inputs fall below 0.5
-    x_test[:, 0, 0, 2] = ((torch.arange(100) % 4 == 0) | (y_test == TARGET)).float()  # target images all bright
-    result = SimpleNamespace(model=None, trigger=_Trigger(), experiment=SimpleNamespace(target_label=TARGET),
-                             splits=SimpleNamespace(x_test=x_test, y_test=y_test))
+    x_test = _coded(
+        100, torch.where(torch.arange(100) < 30, 0.2, 0.8)
+    )  # 30 clean inputs fall below 0.5
+    x_test[:, 0, 0, 2] = (
+        (torch.arange(100) % 4 == 0) | (y_test == TARGET)
+    ).float()  # target images all bright
+    result = SimpleNamespace(
+        model=None,
+        trigger=_Trigger(),
+        experiment=SimpleNamespace(target_label=TARGET),
+        splits=SimpleNamespace(x_test=x_test, y_test=y_test),
+    )
     defender = SimpleNamespace(x_tune=_coded(20, 0.3), x_select=_coded(10, 0.4))
     strip = _EntropyIsPixelZero()
     screening = defend.screen_inputs(result, strip, defender, n_inputs=100)
     x_clean, x_pool = strip.calls["threshold"]
-    assert torch.equal(x_clean, defender.x_select) and torch.equal(x_pool, defender.x_tune)  # never test images
+    assert torch.equal(x_clean, defender.x_select) and torch.equal(
+        x_pool, defender.x_tune
+    )  # never test images
     assert all(torch.equal(pool, defender.x_tune) for pool in strip.calls["entropy"])
     assert screening.threshold == 0.5 and screening.frr == pytest.approx(0.30)
     non_target = y_test != TARGET
-    expected_far = float(((torch.arange(100) % 4 == 0) & non_target).sum() / non_target.sum())
-    assert screening.far == pytest.approx(expected_far)  # accepted = at or above the threshold
+    expected_far = float(
+        ((torch.arange(100) % 4 == 0) & non_target).sum() / non_target.sum()
+    )
+    assert screening.far == pytest.approx(
+        expected_far
+    )  # accepted = at or above the threshold
     assert len(screening.triggered_entropy) == int(non_target.sum())
 
 
 def test_a_detection_is_scored_against_the_true_poison_flags_not_the_labels():
-    # genuine target-class images carry the target label too: only the poison flags say what a
-    # detector should have found
+    # genuine target-class images carry the target label too: only the poison flags say
+    # what a detector should have found
     y = torch.tensor([0, 0, 0, 0, 1, 2, 3, 0])
     is_poison = torch.tensor([False, False, True, True, False, False, False, True])
-    result = SimpleNamespace(model=None, experiment=SimpleNamespace(target_label=0),
-                             poisoned=SimpleNamespace(x=torch.zeros(8, 1, 28, 28), y=y, is_poison=is_poison))
-    detector = SimpleNamespace(detect=lambda model, x, y, **kw: SimpleNamespace(flags=is_poison.clone()))
+    result = SimpleNamespace(
+        model=None,
+        experiment=SimpleNamespace(target_label=0),
+        poisoned=SimpleNamespace(x=torch.zeros(8, 1, 28, 28), y=y, is_poison=is_poison),
+    )
+    detector = SimpleNamespace(
+        detect=lambda model, x, y, **kw: SimpleNamespace(flags=is_poison.clone())
+    )
     _, scores = defend.detect_and_score(result, detector)
     assert (scores["precision"], scores["recall"], scores["f1"]) == (1.0, 1.0, 1.0)
-    assert scores["n_poison"] == 3 and scores["flagged_fraction"] == pytest.approx(3 / 8)
+    assert scores["n_poison"] == 3 and scores["flagged_fraction"] == pytest.approx(
+        3 / 8
+    )
 
 
 def test_a_matrix_cell_reports_each_defenses_own_metric(monkeypatch):
     scores = {"precision": 0.25, "recall": 0.75, "f1": 0.375}
     monkeypatch.setattr(defend, "detect_and_score", lambda *a, **k: (None, scores))
-    monkeypatch.setattr(defend, "screen_inputs", lambda *a, **k: defend.Screening(None, None, 0.5, 0.02, 0.125, 0.9))
+    monkeypatch.setattr(
+        defend,
+        "screen_inputs",
+        lambda *a, **k: defend.Screening(None, None, 0.5, 0.02, 0.125, 0.9),
+    )
     cell = defend.defense_cell
     assert cell(None, "activation_clustering", None, None)["value"] == 0.375  # F1
     assert cell(None, "spectral_signatures", None, None)["value"] == 0.75  # recall
-    assert cell(None, "strip", None, None) == {"value": 0.125, "auroc": 0.9, "frr": 0.02}  # FAR
+    assert cell(None, "strip", None, None) == {
+        "value": 0.125,
+        "auroc": 0.9,
+        "frr": 0.02,
+    }  # FAR
 
 
-def test_retraining_without_flagged_images_trains_on_all_the_others(monkeypatch, tmp_path):
+def test_retraining_without_flagged_images_trains_on_all_the_others(
+    monkeypatch, tmp_path
+):
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
     seen = {}
 
@@ -102,20 +137,38 @@ def test_retraining_without_flagged_images_trains_on_all_the_others(monkeypatch,
     x, y = _coded(50, 0.5), torch.arange(50) % 10
     remove = torch.zeros(50, dtype=torch.bool)
     remove[[3, 17, 18, 40]] = True
-    result = SimpleNamespace(experiment=Experiment("patch", n_train=50, epochs=1), poisoned=SimpleNamespace(x=x, y=y),
-                             key="model-a")
+    result = SimpleNamespace(
+        experiment=Experiment("patch", n_train=50, epochs=1),
+        poisoned=SimpleNamespace(x=x, y=y),
+        key="model-a",
+    )
     experiments.retrain_without(result, remove, "cpu")
     assert torch.equal(seen["x"], x[~remove]) and torch.equal(seen["y"], y[~remove])
 
 
-def test_an_attacks_clean_accuracy_and_asr_are_measured_on_the_test_set(monkeypatch, tmp_path):
+def test_an_attacks_clean_accuracy_and_asr_are_measured_on_the_test_set(
+    monkeypatch, tmp_path
+):
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
     seen = {}
-    monkeypatch.setattr(experiments, "clean_accuracy", lambda model, x, y: seen.update(ca=(x, y)) or 0.875)
-    monkeypatch.setattr(experiments, "attack_success_rate",
-                        lambda model, x, y, trigger, target: seen.update(asr=(x, y, target)) or 0.625)
-    result = experiments.run_attack(Experiment("patch", n_train=200, epochs=1, target_label=3), "cpu")
+    monkeypatch.setattr(
+        experiments,
+        "clean_accuracy",
+        lambda model, x, y: seen.update(ca=(x, y)) or 0.875,
+    )
+    monkeypatch.setattr(
+        experiments,
+        "attack_success_rate",
+        lambda model, x, y, trigger, target: seen.update(asr=(x, y, target)) or 0.625,
+    )
+    result = experiments.run_attack(
+        Experiment("patch", n_train=200, epochs=1, target_label=3), "cpu"
+    )
     x_test, y_test = result.splits.x_test, result.splits.y_test
     assert (result.clean_acc, result.asr) == (0.875, 0.625)
     assert torch.equal(seen["ca"][0], x_test) and torch.equal(seen["ca"][1], y_test)
-    assert torch.equal(seen["asr"][0], x_test) and torch.equal(seen["asr"][1], y_test) and seen["asr"][2] == 3
+    assert (
+        torch.equal(seen["asr"][0], x_test)
+        and torch.equal(seen["asr"][1], y_test)
+        and seen["asr"][2] == 3
+    )

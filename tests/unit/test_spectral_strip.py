@@ -5,13 +5,16 @@ import torch
 from torch import nn
 
 from backdoor_utils import detectors
-from backdoor_utils.detectors.spectral_signatures import SpectralSignatures, outlier_scores
+from backdoor_utils.detectors.spectral_signatures import (
+    SpectralSignatures,
+    outlier_scores,
+)
 from backdoor_utils.detectors.strip import STRIP
 
 
 class Features(nn.Module):
-    """Penultimate representations = the first 32 pixels of the image (known to the test); the conv
-    layers see other pixels, where the poisons carry no signature."""
+    """Penultimate representations = the first 32 pixels of the image (known to the
+    test); the conv layers see other pixels, where the poisons carry no signature."""
 
     def __init__(self):
         super().__init__()
@@ -27,8 +30,8 @@ class Features(nn.Module):
 
 
 def _label_with_poisons(n_clean=900, n_poison=90, seed=0):
-    """One label's images: clean pixels noise, poisons shifted along one fixed direction (their
-    signature) - images [n, 1, 28, 28], labels all 0, and the true flags."""
+    """One label's images: clean pixels noise, poisons shifted along one fixed direction
+    (their signature) - images [n, 1, 28, 28], labels all 0, and the true flags."""
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n_clean + n_poison, 1, 28, 28, generator=g)
     direction = torch.randn(32, generator=g)
@@ -40,7 +43,9 @@ def _label_with_poisons(n_clean=900, n_poison=90, seed=0):
 
 def test_outlier_score_is_the_squared_projection_on_the_top_singular_direction_of_centred_data():
     g = torch.Generator().manual_seed(0)
-    reps = torch.randn(200, 5, generator=g) * torch.tensor([5.0, 1, 1, 1, 1]) + 100  # far from the origin
+    reps = (
+        torch.randn(200, 5, generator=g) * torch.tensor([5.0, 1, 1, 1, 1]) + 100
+    )  # far from the origin
     scores = outlier_scores(reps)
     centred = reps.double() - reps.double().mean(0)
     v = torch.linalg.svd(centred, full_matrices=False).Vh[0]
@@ -66,18 +71,24 @@ def test_spectral_signatures_reject_an_epsilon_outside_the_unit_interval():
 
 
 class PatchOrPixels(nn.Module):
-    """Class 0 whenever the top-left 3x3 patch is bright (the 'backdoor'), else a fixed random linear
-    read-out of the pixels: blends of a clean image are ambiguous, blends of a triggered one are not."""
+    """Class 0 whenever the top-left 3x3 patch is bright (the 'backdoor'), else a fixed
+    random linear read-out of the pixels: blends of a clean image are ambiguous, blends
+    of a triggered one are not.
+    """
 
     def __init__(self):
         super().__init__()
         self.read = nn.Linear(784, 10)
-        torch.nn.init.normal_(self.read.weight, std=0.3, generator=torch.Generator().manual_seed(0))
+        torch.nn.init.normal_(
+            self.read.weight, std=0.3, generator=torch.Generator().manual_seed(0)
+        )
 
     def forward(self, x):
         logits = self.read(x.flatten(1))
         fired = (x[:, 0, :3, :3].amin((1, 2)) > 0.9).float()
-        return logits + 50 * fired[:, None] * torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10)
+        return logits + 50 * fired[:, None] * torch.nn.functional.one_hot(
+            torch.zeros(len(x), dtype=torch.long), 10
+        )
 
 
 def _stamp(x):
@@ -88,13 +99,17 @@ def _stamp(x):
 
 def test_strip_threshold_sets_the_false_rejection_rate_and_flags_triggered_inputs():
     g = torch.Generator().manual_seed(0)
-    pool, clean_val, clean_test = (torch.rand(n, 1, 28, 28, generator=g) * 0.8 for n in (300, 400, 400))
+    pool, clean_val, clean_test = (
+        torch.rand(n, 1, 28, 28, generator=g) * 0.8 for n in (300, 400, 400)
+    )
     strip = STRIP(n_overlays=20, frr=0.05)
     model = PatchOrPixels()
     threshold = strip.threshold(model, clean_val, pool)
     val_h = strip.entropy(model, clean_val, pool)
     assert float((val_h < threshold).float().mean()) == pytest.approx(0.05, abs=0.005)
-    triggered = strip.detect(model, _stamp(clean_test), x_pool=pool, threshold=threshold)
+    triggered = strip.detect(
+        model, _stamp(clean_test), x_pool=pool, threshold=threshold
+    )
     assert triggered.flags.all()  # every blend keeps the patch: entropy ~0
     assert float(triggered.entropy.max()) < 0.01
     clean = strip.detect(model, clean_test, x_pool=pool, threshold=threshold)
@@ -104,16 +119,21 @@ def test_strip_threshold_sets_the_false_rejection_rate_and_flags_triggered_input
 def test_strip_draws_overlays_per_input_seeded_and_needs_enough_of_them():
     strip = STRIP(n_overlays=5)
     picks = strip.overlays(torch.zeros(10, 1, 28, 28), 3, seed=4)
-    assert picks.shape == (3, 5) and torch.equal(picks, strip.overlays(torch.zeros(10, 1, 28, 28), 3, seed=4))
+    assert picks.shape == (3, 5) and torch.equal(
+        picks, strip.overlays(torch.zeros(10, 1, 28, 28), 3, seed=4)
+    )
     assert not torch.equal(picks[0], picks[1])
     with pytest.raises(ValueError, match="n_overlays"):
         STRIP(n_overlays=50).overlays(torch.zeros(10, 1, 28, 28), 1)
 
 
 def test_strip_entropy_is_the_mean_entropy_of_each_inputs_own_saturated_blends():
-    # by hand: input i blended (pixel sum, saturated at 1) with the n overlays drawn for input i
+    # by hand: input i blended (pixel sum, saturated at 1) with the n overlays drawn for
+    # input i
     g = torch.Generator().manual_seed(1)
-    pool, x = torch.rand(50, 1, 28, 28, generator=g), torch.rand(6, 1, 28, 28, generator=g)
+    pool, x = torch.rand(50, 1, 28, 28, generator=g), torch.rand(
+        6, 1, 28, 28, generator=g
+    )
     strip, model = STRIP(n_overlays=4), PatchOrPixels()
     picks = strip.overlays(pool, len(x), seed=3)
     expected = []
@@ -122,4 +142,6 @@ def test_strip_entropy_is_the_mean_entropy_of_each_inputs_own_saturated_blends()
         with torch.no_grad():
             p = model(blends).double().softmax(1).clamp_min(1e-12)
         expected.append(float(-(p * p.log2()).sum(1).mean()))
-    assert strip.entropy(model, x, pool, seed=3).tolist() == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert strip.entropy(model, x, pool, seed=3).tolist() == pytest.approx(
+        expected, rel=1e-4, abs=1e-5
+    )

@@ -50,12 +50,17 @@ def test_learned_patch_values_stay_in_unit_range_and_get_gradients():
     out[..., 23:27, 23:27].sum().backward()
     assert trig.raw.grad is not None and trig.raw.grad.abs().sum() > 0
     frozen = trig.frozen()
-    assert torch.allclose(frozen.apply(torch.zeros(1, 1, 28, 28))[0, 0, 23:27, 23:27], trig.values().detach())
+    assert torch.allclose(
+        frozen.apply(torch.zeros(1, 1, 28, 28))[0, 0, 23:27, 23:27],
+        trig.values().detach(),
+    )
 
 
 def test_dirty_label_poisoning_relabels_only_non_target_samples_at_the_rate(splits):
     trig = corner_patch()
-    p = attacks.dirty_label(splits.x_train, splits.y_train, trig, target_label=0, poison_rate=0.05, seed=0)
+    p = attacks.dirty_label(
+        splits.x_train, splits.y_train, trig, target_label=0, poison_rate=0.05, seed=0
+    )
     assert p.n_poison == round(0.05 * len(splits.y_train))
     assert (p.original_y[p.is_poison] != 0).all()
     assert (p.y[p.is_poison] == 0).all()
@@ -77,8 +82,8 @@ class _Constant(SimpleCNN):
 
 
 class _TargetForTargetClassOnly(SimpleCNN):
-    """Answers ``target`` exactly for the images whose (hidden) true label is the target, and
-    the true label otherwise: a model with *no* backdoor at all."""
+    """Answers ``target`` exactly for the images whose (hidden) true label is the
+    target, and the true label otherwise: a model with *no* backdoor at all."""
 
     def __init__(self, y, target):
         super().__init__()
@@ -86,7 +91,9 @@ class _TargetForTargetClassOnly(SimpleCNN):
 
     def forward(self, x):
         out = torch.zeros(len(x), 10)
-        ids = x[:, 0, 0, 0].round().long()  # each image carries its own index in pixel (0, 0)
+        ids = (
+            x[:, 0, 0, 0].round().long()
+        )  # each image carries its own index in pixel (0, 0)
         out[torch.arange(len(x)), self.y[ids]] = 1
         return out
 
@@ -95,12 +102,17 @@ def test_asr_excludes_target_class():
     y = torch.tensor([0, 0, 0, 0, 0, 1, 2, 3, 4, 5])
     x = torch.zeros(10, 1, 28, 28)
     x[:, 0, 0, 0] = torch.arange(10, dtype=torch.float32)
-    # target-class images are classified as the target, the others correctly: no backdoor, ASR 0.
-    # Counting target-class images would give 0.5.
+    # target-class images are classified as the target, the others correctly: no
+    # backdoor, ASR 0. Counting target-class images would give 0.5.
     model = _TargetForTargetClassOnly(y, target=0)
-    assert metrics.attack_success_rate(model, x, y, corner_patch(), target_label=0) == 0.0
+    assert (
+        metrics.attack_success_rate(model, x, y, corner_patch(), target_label=0) == 0.0
+    )
     # a model that always answers 0: every non-target image succeeds
-    assert metrics.attack_success_rate(_Constant(0), x, y, corner_patch(), target_label=0) == 1.0
+    assert (
+        metrics.attack_success_rate(_Constant(0), x, y, corner_patch(), target_label=0)
+        == 1.0
+    )
 
 
 def test_clean_accuracy_counts_correct_predictions():
@@ -110,12 +122,16 @@ def test_clean_accuracy_counts_correct_predictions():
 
 def test_detection_scores_against_true_flags():
     truth = torch.tensor([1, 1, 1, 1, 0, 0, 0, 0], dtype=torch.bool)
-    flagged = torch.tensor([1, 1, 0, 0, 0, 0, 0, 0], dtype=torch.bool)  # precision 1, recall 1/2
+    flagged = torch.tensor(
+        [1, 1, 0, 0, 0, 0, 0, 0], dtype=torch.bool
+    )  # precision 1, recall 1/2
     s = metrics.detection_scores(truth, flagged)
     assert s["precision"] == pytest.approx(1.0) and s["recall"] == pytest.approx(0.5)
     assert s["f1"] == pytest.approx(2 / 3)
     assert (s["n_flagged"], s["n_poison"]) == (2, 4)
-    flagged = torch.tensor([1, 1, 1, 1, 1, 1, 0, 0], dtype=torch.bool)  # precision 2/3, recall 1
+    flagged = torch.tensor(
+        [1, 1, 1, 1, 1, 1, 0, 0], dtype=torch.bool
+    )  # precision 2/3, recall 1
     s = metrics.detection_scores(truth, flagged)
     assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == pytest.approx(1.0)
 
@@ -123,7 +139,9 @@ def test_detection_scores_against_true_flags():
 def test_distortion_matches_hand_computed_psnr():
     x = torch.full((1, 1, 28, 28), 0.5)
     y = x.clone()
-    y[..., :14, :] += 0.1  # half the pixels off by 0.1: MSE 0.005, PSNR = 10 log10(1/0.005)
+    y[
+        ..., :14, :
+    ] += 0.1  # half the pixels off by 0.1: MSE 0.005, PSNR = 10 log10(1/0.005)
     d = metrics.distortion(x, y)
     assert float(d["linf"]) == pytest.approx(0.1, rel=1e-5)
     assert float(d["l2"]) == pytest.approx((392 * 0.01) ** 0.5, rel=1e-5)
