@@ -1,3 +1,5 @@
+"""The chapters' parameter validation (orchestration.params)."""
+
 import pytest
 
 from backdoor_utils.orchestration.params import validate_parameters

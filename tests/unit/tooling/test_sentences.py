@@ -1,4 +1,4 @@
-"""The sentences chapters build from measured numbers (backdoor_utils.notebooks)."""
+"""The sentences chapters build from measured numbers (tooling.sentences)."""
 
 import io
 import math

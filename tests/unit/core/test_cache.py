@@ -1,3 +1,6 @@
+"""The on-disk cache (core.cache): atomic writes, safe loading, the computed log, and
+the keys' non-code parts."""
+
 import os
 
 import pytest

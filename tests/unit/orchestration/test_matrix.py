@@ -124,3 +124,61 @@ def test_an_attack_that_works_nowhere_leaves_an_empty_verdict_not_an_error():
     verdict = judge_matrix(matrix[matrix.attack == "sig"], min_asr=0.5)
     assert verdict.n_cells == 0 and verdict.not_implanted == ["sig"]
     assert np.isnan(verdict.mean.values).all()
+
+
+def test_matrix_summary_gives_mean_spread_and_a_defender_score_oriented_per_metric():
+    import pandas as pd
+
+    from backdoor_utils.orchestration.matrix import matrix_summary
+
+    rows = [
+        ("patch", 0, "spectral_signatures", 1.0),
+        ("patch", 1, "spectral_signatures", 0.8),
+        ("patch", 0, "strip", 0.0),
+        ("patch", 1, "strip", 0.2),
+        ("sig", 0, "spectral_signatures", 0.1),
+        ("sig", 1, "spectral_signatures", 0.3),
+        ("sig", 0, "strip", 0.9),
+        ("sig", 1, "strip", 0.7),
+    ]
+    matrix = pd.DataFrame(rows, columns=["attack", "seed", "defense", "value"])
+    mean, spread, score = matrix_summary(matrix)
+    assert list(mean.index) == ["patch", "sig"] and list(mean.columns) == [
+        "spectral_signatures",
+        "strip",
+    ]
+    assert mean.loc["patch", "spectral_signatures"] == pytest.approx(0.9)
+    assert spread.loc["sig", "strip"] == pytest.approx(np.std([0.9, 0.7], ddof=1))
+    assert score.loc["patch", "strip"] == pytest.approx(
+        0.9
+    )  # FAR 0.1: lower is better, score 1 - FAR
+    assert score.loc["sig", "spectral_signatures"] == pytest.approx(
+        0.2
+    )  # recall: higher is better
+
+
+def test_matrix_cells_read_as_mean_and_spread_with_the_plus_minus_kept_beside_the_spread():
+    import pandas as pd
+
+    from backdoor_utils.orchestration.matrix import mean_sd_texts
+
+    mean = pd.DataFrame({"strip": [0.0123, 0.5]}, index=["patch", "sig"])
+    spread = pd.DataFrame({"strip": [0.0016, 0.25]}, index=["patch", "sig"])
+    texts = mean_sd_texts(mean, spread)
+    assert (
+        texts.loc["patch", "strip"] == "0.01 \u00b1\u00a00.00"
+    )  # a narrow column breaks before the "±" only
+    assert (
+        mean_sd_texts(mean, spread, ".4f").loc["sig", "strip"]
+        == "0.5000 \u00b1\u00a00.2500"
+    )
+    assert list(texts.index) == ["patch", "sig"] and list(texts.columns) == ["strip"]
+
+
+def test_a_matrix_column_is_named_for_the_reader_with_its_metric_in_figures_and_on_one_line_in_prose():
+    from backdoor_utils.orchestration.matrix import display_name, matrix_label
+
+    assert matrix_label("strip") == "STRIP\n(FAR)"
+    assert matrix_label("neural_cleanse") == "Neural Cleanse\n+ unlearning\n(ASR after)"
+    assert display_name("fine_pruning") == "fine-pruning"
+    assert display_name("neural_cleanse") == "Neural Cleanse + unlearning"

@@ -1,3 +1,5 @@
+"""Verified MNIST (core.data): checksums, the fetch order, the splits."""
+
 import gzip
 import hashlib
 import pickle

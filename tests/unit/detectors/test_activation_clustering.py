@@ -1,3 +1,5 @@
+"""Activation clustering (detectors.activation_clustering)."""
+
 import numpy as np
 import pytest
 import torch

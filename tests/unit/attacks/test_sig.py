@@ -1,0 +1,34 @@
+"""SIG (attacks.sig): a sinusoid on target-class images, labels kept."""
+
+import torch
+
+from backdoor_utils.orchestration.experiments import (
+    Experiment,
+    poisoned_training_set,
+)
+
+
+def test_sig_adds_a_horizontal_sinusoid_to_target_class_images_only_and_keeps_labels(
+    splits,
+):
+    from backdoor_utils.attacks.sig import SinusoidTrigger
+
+    wave = SinusoidTrigger(delta=20 / 255, frequency=6).signal()[0, 0]
+    assert torch.equal(wave[0], wave[13]) and torch.equal(
+        wave[:, 5], wave[0, 5].expand(28)
+    )  # same on every row
+    assert (
+        0.95 * 20 / 255 <= float(wave.abs().max()) <= 20 / 255
+    )  # 28 samples just miss the peak
+    crossings = int(
+        ((wave[0, :-1] <= 0) & (wave[0, 1:] > 0)).sum()
+    )  # upward zero crossings ~ f cycles
+    assert crossings in (5, 6)
+    exp = Experiment("sig", target_label=2, poison_rate=0.3, n_train=2000)
+    p = poisoned_training_set(exp, splits)
+    assert exp.method.policy == "clean-label"
+    assert torch.equal(p.y, splits.y_train) and (splits.y_train[p.is_poison] == 2).all()
+    assert p.n_poison == round(0.3 * int((splits.y_train == 2).sum()))
+    assert torch.allclose(
+        p.x[p.is_poison], exp.trigger().apply(splits.x_train[p.is_poison])
+    )

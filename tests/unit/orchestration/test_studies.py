@@ -1,0 +1,257 @@
+"""Reader-side summaries: where the true poisons ended up, why a detection run missed,
+the\nstealth / poison pick, the matrix summary; and the matrix's cached cells."""
+
+import numpy as np
+import torch
+
+from backdoor_utils.detectors.activation_clustering import (
+    ClassClustering,
+    Detection,
+    Reclassification,
+)
+from backdoor_utils.orchestration.studies import failure_reason, where_the_poisons_went
+
+
+def _run(**overrides):
+    run = {
+        "f1": 0.0,
+        "recall": 0.0,
+        "n_flagged": 0,
+        "n_poison_total": 540,
+        "poisons_in_best_candidate": 0,
+        "best_candidate_size": 0,
+        "best_candidate_l": 0,
+        "best_candidate_p": 0,
+        "best_candidate_flagged": False,
+        "poison_label_k": 0,
+    }
+    return {**run, **overrides}
+
+
+def test_where_the_poisons_went_picks_the_candidate_holding_most_poisons():
+    truth = torch.zeros(100, dtype=torch.bool)
+    truth[:30] = True
+    table = [
+        {"size": 20, "l": 15, "p": 3, "flagged": False},
+        {"size": 40, "l": 4, "p": 9, "flagged": True},
+    ]
+    members = [np.arange(50, 70), np.arange(5, 45)]  # 0 poisons, then 25 poisons
+    found = Detection(
+        [], Reclassification(torch.zeros(100, dtype=torch.bool), table, None, members)
+    )
+    went = where_the_poisons_went(found, truth)
+    assert went["n_poison_total"] == 30 and went["poisons_in_best_candidate"] == 25
+    assert (
+        went["best_candidate_size"],
+        went["best_candidate_l"],
+        went["best_candidate_p"],
+    ) == (40, 4, 9)
+    assert went["best_candidate_flagged"] is True
+
+
+def test_where_the_poisons_went_describes_how_the_poisons_label_was_split():
+    truth = torch.zeros(100, dtype=torch.bool)
+    truth[:30] = True  # the poisons all carry label 3, which holds images 0-59
+    # cluster ids not in size order: 2 holds 40 images (25 poisons), 0 holds 15 (5), 1
+    # holds 5 (0)
+    assign = np.r_[
+        np.full(25, 2), np.zeros(5), np.zeros(10), np.full(15, 2), np.ones(5)
+    ].astype(int)
+    three = ClassClustering(3, np.arange(60), np.zeros((60, 2)), assign, 3, 0.2)
+    other = ClassClustering(
+        4, np.arange(60, 100), np.zeros((40, 2)), np.zeros(40, dtype=int), 1, 0.05
+    )
+    members = [np.arange(60)[assign == 1]]  # only the 5-image cluster was a candidate
+    table = [{"size": 5, "l": 5, "p": 0, "flagged": False}]
+    found = Detection(
+        [other, three],
+        Reclassification(torch.zeros(100, dtype=torch.bool), table, None, members),
+    )
+    went = where_the_poisons_went(found, truth)
+    assert went["poison_label"] == 3 and went["poison_label_k"] == 3
+    assert went["poison_label_sizes"] == (40, 15, 5)  # largest first
+    assert went["poison_label_held"] == (25, 5, 0)
+    assert went["poison_label_candidates"] == (False, False, True)
+
+
+def test_failure_reason_names_what_went_wrong():
+    assert failure_reason(_run(f1=0.95)) == ""
+    split = failure_reason(_run(poisons_in_best_candidate=183))
+    assert (
+        "no candidate cluster holds even half of the 540 poisons (the best holds 183)"
+        in split
+    )
+    halves = failure_reason(
+        _run(
+            poison_label_k=2,
+            poison_label_sizes=(3274, 2809),
+            poison_label_held=(415, 125),
+            poison_label_candidates=(False, False),
+        ),
+        size_threshold=0.35,
+    )
+    assert (
+        halves
+        == "the silhouette splits the target label into 2 clusters of 3,274 and 2,809"
+        " images, holding 415 and 125 of the 540 poisons; neither is a candidate (a"
+        " candidate holds at most 0.35 of its label and is not its largest cluster)"
+    )
+    thirds = failure_reason(
+        _run(
+            poison_label_k=3,
+            poison_label_sizes=(3000, 2000, 900),
+            poisons_in_best_candidate=30,
+            poison_label_held=(10, 500, 30),
+            poison_label_candidates=(False, False, True),
+        )
+    )
+    assert (
+        "into 3 clusters of 3,000, 2,000 and 900 images, holding 10, 500 and 30 of"
+        " the 540" in thirds
+    )
+    assert thirds.endswith("hold only 30 of them")
+    whole = failure_reason(
+        _run(poison_label_k=1, poison_label_silhouette=0.0812), min_silhouette=0.1
+    )
+    assert (
+        "stays one cluster: its best split scores silhouette 0.081, below"
+        " min_silhouette 0.1" in whole
+    )
+    kept = failure_reason(
+        _run(
+            poisons_in_best_candidate=511,
+            best_candidate_size=511,
+            best_candidate_l=123,
+            best_candidate_p=78,
+        )
+    )
+    assert (
+        "511 of the 540 poisons form a cluster of 511" in kept
+        and "other 29 poisons" in kept
+    )
+    assert "l / p = 1.58 > T = 1 keeps the cluster" in kept
+    mixed = failure_reason(
+        _run(
+            poisons_in_best_candidate=357,
+            best_candidate_size=2165,
+            best_candidate_l=1375,
+            best_candidate_p=500,
+        )
+    )
+    assert (
+        "357 of the 540 poisons fall in a cluster of 2,165 images that are mostly"
+        " genuine digits" in mixed
+    )
+    assert "the reclassifier calls 1,375 of them the target against 500" in mixed
+    assert "l / p = 2.75 > T = 1 keeps the cluster" in mixed
+    noisy = failure_reason(_run(n_flagged=838, poisons_in_best_candidate=100))
+    assert noisy.endswith("; 838 genuine images are flagged")
+
+
+def _grid():
+    import pandas as pd
+
+    # eps (in 1/255), poison rate -> n_poison, PSNR, CA, ASR
+    rows = [
+        (4, 0.01, 540, 41.0, 0.99, 0.30),
+        (4, 0.05, 2700, 41.0, 0.99, 0.97),
+        (8, 0.01, 540, 37.7, 0.99, 0.76),
+        (8, 0.02, 1080, 37.7, 0.99, 0.985),
+        (8, 0.05, 2700, 37.7, 0.99, 1.0),
+        (16, 0.01, 540, 31.0, 0.99, 0.999),
+    ]
+    return pd.DataFrame(
+        [
+            {
+                "eps": e / 255,
+                "poison_rate": r,
+                "n_poison": n,
+                "psnr_db_median": p,
+                "clean_acc": c,
+                "asr": a,
+            }
+            for e, r, n, p, c, a in rows
+        ]
+    )
+
+
+def test_cheapest_setting_takes_the_fewest_poisons_among_stealthy_working_cells():
+    from backdoor_utils.orchestration.studies import cheapest_setting
+
+    pick = cheapest_setting(
+        _grid(), "eps", min_psnr_db=35.0, min_asr=0.98, scale=255, unit="/255"
+    )
+    # 16/255 works with 540 poisons but is visible (31 dB): not eligible
+    assert pick.row["n_poison"] == 1080 and round(pick.row["eps"] * 255) == 8
+    assert pick.text.startswith(
+        "eps 8/255 (median PSNR 37.7 dB) at poison rate 0.02 (1,080 poisoned images)"
+    )
+    assert pick.compare(8 / 255, 0.02) == "It is this chapter's default setting."
+    assert "is not that setting" in pick.compare(8 / 255, 0.01)
+
+
+def test_cheapest_setting_says_none_and_names_the_closest_when_no_cell_meets_both_floors():
+    from backdoor_utils.orchestration.studies import cheapest_setting
+
+    pick = cheapest_setting(
+        _grid(), "eps", min_psnr_db=38.0, min_asr=0.98, scale=255, unit="/255"
+    )
+    assert (
+        pick.row is None
+    )  # only 4/255 is stealthy enough, and it reaches 0.97 at best
+    assert (
+        pick.text.startswith("none in the grid: the closest is eps 4/255")
+        and "ASR 0.9700" in pick.text
+    )
+    assert pick.compare(8 / 255, 0.01).startswith(
+        "No setting of the grid meets both floors"
+    )
+
+
+def test_learned_vs_fixed_puts_each_step_size_beside_the_frozen_patch(monkeypatch):
+    import pandas as pd
+    from types import SimpleNamespace
+
+    from backdoor_utils.orchestration import studies
+    from backdoor_utils.attacks.patch import PatchTrigger
+    from backdoor_utils.orchestration.experiments import Experiment
+
+    start = Experiment("learned").trigger().frozen()
+    asr = {
+        ("initial_patch", 1.0): [0.30, 0.70],
+        ("learned", 1.0): [0.31, 0.69],
+        ("learned", 100.0): [0.60, 0.90],
+    }
+
+    def sweep(
+        exp, field, values, device
+    ):  # no training: ASRs as given, pixels moved by 0.001 x the step size
+        key = (
+            exp.attack,
+            exp.method.trigger_lr_scale if exp.attack == "learned" else 1.0,
+        )
+        moved = PatchTrigger(
+            start.size,
+            start.row,
+            start.col,
+            pattern=tuple(min(1.0, p + 0.001 * key[1]) for p in start.pattern),
+        )
+        runs = [SimpleNamespace(trigger=moved) for _ in values]
+        return runs, pd.DataFrame(
+            {field: values, "n_poison": [11, 27], "asr": asr[key]}
+        )
+
+    monkeypatch.setattr(studies, "sweep", sweep)
+    runs, tables, fixed = studies.learned_vs_fixed(
+        Experiment("learned"), [1, 100], [0.0002, 0.0005], "cpu"
+    )
+    assert list(tables) == [1, 100] and list(fixed.asr) == [0.30, 0.70]
+    assert list(tables[100]["ASR fixed initial"]) == [0.30, 0.70]
+    assert np.allclose(tables[100].gain, [0.30, 0.20]) and np.allclose(
+        tables[1].gain, [0.01, -0.01]
+    )
+    assert (
+        tables[100]["largest change of a patch pixel"].max()
+        > tables[1]["largest change of a patch pixel"].max()
+    )
+    assert (tables[100].trigger_lr_scale == 100).all() and len(runs[1]) == 2
