@@ -52,8 +52,12 @@ book: setup
 	  mkdir -p _build && echo $(PKG_HASH) > _build/.pkg-hash; fi
 	@log="$${BACKDOOR_ARTIFACTS:-artifacts}/computed.log"; mkdir -p "$$(dirname "$$log")" && touch "$$log"; \
 	  echo "every cache entry computed (model, fine-tune, detection, screening, trigger reversal, matrix cell) is logged as it finishes (time, seconds, entry) in $$log:"; \
-	  tail -n 0 -f "$$log" & follow=$$!; \
-	  $(BIN)/jupyter-book build . -W --keep-going; status=$$?; kill $$follow; exit $$status
+	  start=$$(date +%s); tail -n 0 -f "$$log" & follow=$$!; \
+	  $(BIN)/jupyter-book build . -W --keep-going; status=$$?; kill $$follow; \
+	  echo "where this build spent its time (also in _build/summary.json and _build/build-times.png):"; \
+	  $(BIN)/python -m backdoor_utils.tooling.build_summary --since $$start \
+	    --json _build/summary.json --figure _build/build-times.png || status=1; \
+	  exit $$status
 
 pdf: book browser-tools
 	$(BIN)/python -m backdoor_utils.tooling.browser pdf
