@@ -139,9 +139,14 @@ def browser_page(width: int = 1280, height: int = 900):
             executable_path=chromium_path(), args=CHROMIUM_FLAGS[1:]
         )
         page = browser.new_page(viewport={"width": width, "height": height})
-        page.route(
-            re.compile(r"^(?!http://127\.0\.0\.1[:/]).*"), lambda route: route.abort()
-        )  # offline
+        # offline: anything but 127.0.0.1 is refused, and noted for the page's report
+        page.blocked_requests = []
+
+        def refuse(route):
+            page.blocked_requests.append(route.request.url)
+            route.abort()
+
+        page.route(re.compile(r"^(?!http://127\.0\.0\.1[:/]).*"), refuse)
         try:
             yield page
         finally:
@@ -188,9 +193,12 @@ class PageReport:
 def inspect_page(page, url: str, rel: str) -> PageReport:
     """Load ``url`` fully (network idle, MathJax done) and check what a reader would
     see."""
+    blocked = getattr(page, "blocked_requests", [])
+    blocked.clear()
     response = page.goto(url, wait_until="load")
     page.wait_for_load_state("networkidle")
     report = PageReport(rel, 0, expected_figures(rel))
+    report.problems += [f"loads a third-party resource: {u}" for u in blocked]
     if response is None or response.status != 200:
         report.problems.append(f"HTTP {None if response is None else response.status}")
         return report

@@ -49,6 +49,17 @@ def test_a_good_chapter_page_passes(chapter_site):
     assert report.problems == [] and report.figures == 1 == report.expected_figures
 
 
+def test_a_page_that_loads_anything_from_another_host_is_a_problem(chapter_site):
+    # the reader's browser would fetch it at read time: the site must work offline
+    report = chapter_site(
+        "<script src='https://cdnjs.example.org/require.min.js'></script>"
+        f"<div class='cell_output'><img src='data:image/png;base64,{PNG}'></div>"
+    )
+    assert report.problems == [
+        "loads a third-party resource: https://cdnjs.example.org/require.min.js"
+    ]
+
+
 def test_a_chapter_page_without_its_figure_fails(chapter_site):
     report = chapter_site("<p>Text.</p><div class='cell_input'><pre>x = 1</pre></div>")
     assert report.figures == 0
