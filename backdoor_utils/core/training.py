@@ -31,6 +31,12 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def precision_override() -> bool | None:
+    """What ``BACKDOOR_BF16=0/1`` forces (bf16 or not), None when it is not set."""
+    override = os.environ.get("BACKDOOR_BF16")
+    return None if override not in {"0", "1"} else override == "1"
+
+
 @keyed_elsewhere("the training precision, in every key")
 @functools.lru_cache(maxsize=None)
 def bf16_native(device_type: str) -> bool:
@@ -38,9 +44,9 @@ def bf16_native(device_type: str) -> bool:
 
     ``BACKDOOR_BF16=0/1`` overrides the check (e.g. to measure emulated bf16).
     """
-    override = os.environ.get("BACKDOOR_BF16")
-    if override in {"0", "1"}:
-        return override == "1"
+    forced = precision_override()
+    if forced is not None:
+        return forced
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device_type == "cpu":

@@ -4,18 +4,17 @@ computed (:func:`computed_with`)."""
 
 from __future__ import annotations
 
-import os
 
 import torch
 
 from ..core.runtime import processor_name
-from ..core.training import resolve_device, training_precision
+from ..core.training import precision_override, resolve_device, training_precision
 
 
 def precision_forced() -> bool:
     """True when ``BACKDOOR_BF16=0/1`` sets the training precision instead of the
     hardware."""
-    return os.environ.get("BACKDOOR_BF16") in {"0", "1"}
+    return precision_override() is not None
 
 
 def computed_with(device: str = "auto") -> str:
