@@ -56,7 +56,7 @@ book: setup
 	  $(BIN)/jupyter-book build . -W --keep-going; status=$$?; kill $$follow; \
 	  echo "where this build spent its time (also in _build/summary.json and _build/build-times.png):"; \
 	  $(BIN)/python -m backdoor_utils.tooling.build_summary --since $$start \
-	    --json _build/summary.json --figure _build/build-times.png || status=1; \
+	    --json _build/summary.json --figure _build/build-times.png || echo "the build summary failed (the build itself did not)"; \
 	  exit $$status
 
 pdf: book browser-tools
