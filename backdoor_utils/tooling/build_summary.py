@@ -256,7 +256,7 @@ def figure(summary: dict, path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("wall time (minutes)")
     ax.set_title("Where a build from nothing spends its time, chapter by chapter")
-    ax.legend(loc="lower right", frameon=False)
+    ax.legend(loc="upper right", frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
