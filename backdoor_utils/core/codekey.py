@@ -5,7 +5,10 @@ it lives in.
 docstrings, its comments, its layout or its own name - in which every name that refers
 to something of this package is replaced by *that* thing's digest (a function or class:
 its own tree, recursively; a constant: its value), and every name that refers to a
-library by the library's full name. So:
+library by the dotted path the code imports it as (the same in a script and in a
+notebook kernel, whichever object the environment hands over). A private mutable
+container at module level (a cache of loaded data) is state, not a constant, and a path
+never enters: a digest is the same in every clone. So:
 
 * reformatting, a comment, a docstring, renaming or moving a helper, or editing an
   unrelated function in the same file keeps the digest (and every cache key built on
@@ -119,14 +122,24 @@ def _chain(node: ast.AST) -> list[str] | None:
 class _Resolver(ast.NodeTransformer):
     """Replace each resolvable name chain by a constant naming what it refers to."""
 
-    def __init__(self, scope: dict, local: set, stack: list):
-        self.scope, self.local, self.stack = scope, local, stack
+    def __init__(self, scope: dict, local: set, stack: list, imports: dict):
+        self.scope, self.local, self.stack, self.imports = scope, local, stack, imports
 
     def _resolve(self, node):
         parts = _chain(node)
         if not parts or parts[0] in self.local or parts[0] not in self.scope:
             return None
         obj, used = self.scope[parts[0]], 1
+        if parts[0] in self.imports and not _in_package(obj):
+            # a library name: as the code imported it (stable across environments)
+            return _attributes(
+                ast.Constant(value=f"lib:{self.imports[parts[0]]}"), parts[1:]
+            )
+        if parts[0].startswith("_") and isinstance(obj, (dict, list, set)):
+            # a private mutable container at module level is runtime state (a cache of
+            # loaded data, say), not a constant: its contents differ between runs and
+            # clones and never enter a digest
+            return _attributes(ast.Constant(value="state"), parts[1:])
         # follow attributes through the package's modules and classes only (never call a
         # property); a library module keeps the attributes as written
         # (``torch.bfloat16``)
@@ -143,10 +156,7 @@ class _Resolver(ast.NodeTransformer):
         label = _describe(obj, self.stack)
         if label is None:
             return None
-        out = ast.Constant(value=label)
-        for attr in parts[used:]:
-            out = ast.Attribute(value=out, attr=attr, ctx=ast.Load())
-        return out
+        return _attributes(ast.Constant(value=label), parts[used:])
 
     def visit_Attribute(self, node):
         resolved = self._resolve(node) if isinstance(node.ctx, ast.Load) else None
@@ -155,6 +165,21 @@ class _Resolver(ast.NodeTransformer):
     def visit_Name(self, node):
         resolved = self._resolve(node) if isinstance(node.ctx, ast.Load) else None
         return resolved if resolved is not None else node
+
+
+def _attributes(node: ast.AST, attrs: list) -> ast.AST:
+    """``node`` followed by the attribute names ``attrs`` (``node.a.b``)."""
+    for attr in attrs:
+        node = ast.Attribute(value=node, attr=attr, ctx=ast.Load())
+    return node
+
+
+def _library(module: str | None, qualname: str) -> str:
+    """A library object's label: its library (the top-level package) and its qualified
+    name - not the submodule that happens to provide it, which can depend on the
+    environment (``tqdm.auto.tqdm`` is one class in a notebook kernel, another in a
+    script)."""
+    return f"lib:{(module or '?').split('.')[0]}.{qualname}"
 
 
 def _bound_names(tree: ast.AST) -> set:
@@ -191,11 +216,11 @@ def _describe(obj, stack: list) -> str | None:
     if isinstance(target, (types.FunctionType, type)):
         if _in_package(target):
             return f"code:{_digest_one(obj, stack)}"
-        return f"lib:{getattr(target, '__module__', '?')}.{target.__qualname__}"
+        return _library(getattr(target, "__module__", None), target.__qualname__)
     if callable(obj) and not _in_package(obj) and not _in_package(type(obj)):
         # a builtin or a library's callable (a ufunc, a functools.partial of one, ...)
         name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
-        return f"lib:{getattr(obj, '__module__', None) or type(obj).__module__}.{name}"
+        return _library(getattr(obj, "__module__", None) or type(obj).__module__, name)
     return f"value:{_value(obj, stack)}"
 
 
@@ -227,6 +252,31 @@ def _value(obj, stack: list) -> str:
         fields = vars(obj) if dataclasses.is_dataclass(obj) else {}
         return f"instance:{_digest_one(kind, stack)}{_value(fields, stack)}"
     return f"instance:{kind.__module__}.{kind.__qualname__}"
+
+
+@functools.lru_cache(maxsize=None)
+def _library_imports(module) -> dict:
+    """The names ``module`` binds by importing from a library, each with the dotted
+    path it was imported as (``F`` -> ``torch.nn.functional``; ``tqdm`` ->
+    ``tqdm.auto.tqdm``): what the code asks for, whichever object the environment then
+    hands it."""
+    try:
+        tree = ast.parse(inspect.getsource(module))
+    except (OSError, TypeError):
+        return {}
+    names = {}
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    names[alias.asname] = alias.name
+                else:
+                    top = alias.name.split(".")[0]
+                    names[top] = top
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            for alias in node.names:
+                names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    return {k: v for k, v in names.items() if v.split(".")[0] != PACKAGE}
 
 
 @functools.lru_cache(maxsize=None)
@@ -288,7 +338,9 @@ def _digest_one(obj, stack: list | None = None) -> str:
                 for base in obj.__mro__[1:]
                 if _in_package(base)
             ]
-        tree = _Resolver(scope, _bound_names(tree) - {"__class__"}, stack).visit(tree)
+        imports = _library_imports(inspect.getmodule(obj))
+        local = _bound_names(tree) - {"__class__"}
+        tree = _Resolver(scope, local, stack, imports).visit(tree)
         parts.append(ast.dump(tree, annotate_fields=False, include_attributes=False))
     finally:
         stack.pop()

@@ -255,3 +255,20 @@ def test_the_package_keys_its_entries_on_these_roots(tmp_path, monkeypatch):
     }
     assert specs["detection"]["code"] == codekey.code_digest(*roots["detection ac"])
     assert specs["detection"]["model"] == result.key
+
+
+def test_a_models_key_does_not_depend_on_loaded_data_or_where_the_clone_lives(
+    monkeypatch,
+):
+    from backdoor_utils.core import data
+    from backdoor_utils.orchestration.experiments import train_attack_model
+
+    roots = (train_attack_model, *Experiment("patch").code())
+    codekey._memo.clear()
+    before = codekey.code_digest(*roots)
+    data.load_splits(
+        n_train=100
+    )  # fills the float-image cache, keyed by the data's path
+    monkeypatch.setitem(data._FLOATS, "/another/clone/data", ())
+    codekey._memo.clear()
+    assert codekey.code_digest(*roots) == before

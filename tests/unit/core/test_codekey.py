@@ -197,3 +197,35 @@ def test_roots_outside_the_package_are_read_by_their_source():
     assert codekey.code_digest(
         test_roots_outside_the_package_are_read_by_their_source
     ) != codekey.code_digest(load)
+
+
+def test_a_private_cache_at_module_level_is_state_not_a_constant():
+    # a cache of loaded data is keyed by where the data lives: its contents differ between
+    # clones and runs, and must not enter the digest of the code that fills it
+    cached = """
+    _LOADED = {}
+
+    def compute(path):
+        if path not in _LOADED:
+            _LOADED[path] = len(path)
+        return _LOADED[path]
+    """
+    module = load(cached)
+    before = codekey.code_digest(module.compute)
+    module.compute("/work/one/clone/data")
+    codekey._memo.clear()
+    assert codekey.code_digest(module.compute) == before
+
+
+def test_a_library_name_is_keyed_as_the_code_imports_it_whatever_object_it_gets():
+    # `from tqdm.auto import tqdm` hands a script one class and a notebook kernel another:
+    # the same code must get the same digest in both (and in any clone)
+    import tqdm.std
+
+    source = BASE.replace(
+        "from pathlib", "from tqdm.auto import tqdm\nfrom pathlib"
+    ).replace("total = 0\n", "total = 0\n    tqdm\n", 1)
+    script = codekey.code_digest(load(source).compute)
+    kernel = load(source)
+    kernel.tqdm = tqdm.std.tqdm  # another class behind the same import
+    assert codekey.code_digest(kernel.compute) == script != digest(BASE)
