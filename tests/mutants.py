@@ -84,6 +84,7 @@ MUTANTS = [
         "return (x + self.signal().to(x.device, x.dtype)).clamp(0.0, 1.0)",
         "return x + self.signal().to(x.device, x.dtype)",
         "attacks/test_sig.py",
+        "attacks/test_base.py",
     ),
     _m(
         "WaNet noise mode without noise",
