@@ -293,10 +293,6 @@ def _source_of(obj) -> tuple[str, dict]:
     return source, scope
 
 
-#: While :func:`code_closure` runs: every object a digest reads, in the order first
-#: read.
-_trace: list | None = None
-
 #: Digests computed so far, by object - only of objects outside every cycle: a member of
 #: a cycle is digested afresh from each root, so a digest never depends on which root
 #: was read first.
@@ -311,8 +307,6 @@ def _digest_one(obj, stack: list | None = None) -> str:
         return (  # the reason is for the reader: rewording it re-keys nothing
             "keyed elsewhere"
         )
-    if _trace is not None and obj not in _trace:
-        _trace.append(obj)
     if obj in _memo:
         return _memo[obj]
     stack = [] if stack is None else stack
@@ -359,18 +353,3 @@ def code_digest(*objects) -> str:
     for obj in objects:
         digest.update(_digest_one(obj).encode() + b"\0")
     return digest.hexdigest()[:16]
-
-
-def code_closure(*objects) -> list[str]:
-    """The package's functions and classes that :func:`code_digest` of ``objects`` reads
-    (their qualified names): what an edit must touch to re-key the entry."""
-    global _trace, _memo
-    saved, _memo, _trace = _memo, {}, []
-    try:
-        code_digest(*objects)
-        return [
-            f"{getattr(o, '__module__', '?')}.{getattr(o, '__qualname__', o)}"
-            for o in _trace
-        ]
-    finally:
-        _memo, _trace = saved, None
