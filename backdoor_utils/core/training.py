@@ -97,7 +97,8 @@ class TrainConfig:
 EVAL_BATCH = 512
 
 
-def _prepare(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _on_device_channels_last(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` moved to ``device`` in channels-last memory format."""
     return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
 
@@ -119,9 +120,8 @@ def train_model(
     """
     dev = resolve_device(device)
     if model is None:
-        with torch.random.fork_rng(
-            devices=[]
-        ):  # seeded init without reseeding the caller's RNG
+        # seeded initialisation that leaves the caller's random state as it was
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             model = SimpleCNN()
     model = model.to(dev).to(memory_format=torch.channels_last)
@@ -179,7 +179,7 @@ def batch_outputs(
     on the CPU.
     """
     out = [
-        fn(_prepare(x[s : s + batch_size], device)).float().cpu()
+        fn(_on_device_channels_last(x[s : s + batch_size], device)).float().cpu()
         for s in range(0, len(x), batch_size)
     ]
     return torch.cat(out)
