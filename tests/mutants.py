@@ -87,6 +87,27 @@ MUTANTS = [
         "attacks/test_base.py",
     ),
     _m(
+        "WaNet trains without the authors' post-warp augmentation",
+        "attacks/wanet.py",
+        "PostWarpAugment() if self.post_augment else None",
+        "None",
+        "attacks/test_wanet.py",
+    ),
+    _m(
+        "WaNet's crop shifts by up to twice the padding",
+        "attacks/wanet.py",
+        "torch.randint(0, 2 * pad + 1, (2, n), generator=generator)",
+        "torch.randint(0, 4 * pad + 1, (2, n), generator=generator) - pad",
+        "attacks/test_wanet.py",
+    ),
+    _m(
+        "WaNet rotates every image of a rotated batch",
+        "attacks/wanet.py",
+        "chosen = torch.rand(n, generator=generator) < self.image_rotate_p",
+        "chosen = torch.ones(n, dtype=torch.bool)",
+        "attacks/test_wanet.py",
+    ),
+    _m(
         "WaNet noise mode without noise",
         "attacks/wanet.py",
         "return (base + noise.to(base.device)).clamp(-1, 1)",
@@ -161,6 +182,35 @@ MUTANTS = [
         "    if actual != expected and False:\n",
         "core/test_data.py",
     ),
+    # the matrix's price
+    _m(
+        "DER adds the accuracy drop (BackdoorBench's other code path)",
+        "core/metrics.py",
+        "return (asr_drop - ca_drop + 1) / 2",
+        "return (asr_drop + ca_drop + 1) / 2",
+        "core/test_metrics.py",
+    ),
+    _m(
+        "the matrix ignores a repair's clean-accuracy price",
+        "orchestration/matrix.py",
+        "priced and ca_cost_pp > MAX_CA_COST_PP",
+        "False and ca_cost_pp > MAX_CA_COST_PP",
+        "orchestration/test_matrix.py",
+    ),
+    _m(
+        "a matrix cell is met when one seed meets the need",
+        "orchestration/matrix.py",
+        "n_met.eq(n_seeds, axis=0)",
+        "n_met.gt(0)",
+        "orchestration/test_matrix.py",
+    ),
+    _m(
+        "a detector's price read from the attacked model, not the retrained one",
+        "orchestration/defend.py",
+        "model = retrain_without(result, found.flags, device)",
+        "model = result.model",
+        "orchestration/test_defend.py",
+    ),
     # detectors
     _m(
         "Spectral Signatures removes the lowest scores",
@@ -172,8 +222,8 @@ MUTANTS = [
     _m(
         "Spectral Signatures does not centre",
         "detectors/spectral_signatures.py",
-        "centred = reps.double() - reps.double().mean(0, keepdim=True)",
-        "centred = reps.double()",
+        "centred = rows - rows.mean(0, keepdim=True)",
+        "centred = rows",
         "detectors/test_spectral_signatures.py",
     ),
     _m(
@@ -184,10 +234,17 @@ MUTANTS = [
         "detectors/test_spectral_signatures.py",
     ),
     _m(
-        "Spectral Signatures reads the conv features",
+        "Spectral Signatures reads the penultimate layer, not the reference's conv block",
         "detectors/spectral_signatures.py",
-        'reps = activations(model, x, layer="penultimate")',
-        'reps = activations(model, x, layer="conv").flatten(1)',
+        'layer: str = "conv"',
+        'layer: str = "penultimate"',
+        "detectors/test_spectral_signatures.py",
+    ),
+    _m(
+        "Spectral Signatures projects centred rows where the reference code does not",
+        "detectors/spectral_signatures.py",
+        "return (rows @ vh[:k].T).abs(), values[:k]",
+        "return (centred @ vh[:k].T).abs(), values[:k]",
         "detectors/test_spectral_signatures.py",
     ),
     _m(
@@ -200,15 +257,22 @@ MUTANTS = [
     _m(
         "STRIP threshold at 1 - FRR",
         "detectors/strip.py",
-        ".double(), self.frr\n",
-        ".double(), 1 - self.frr\n",
+        "norm.ppf(self.frr, ",
+        "norm.ppf(1 - self.frr, ",
         "detectors/test_strip.py",
     ),
     _m(
-        "STRIP blends not saturated",
+        "STRIP thresholds at the empirical quantile, not the paper's normal fit",
         "detectors/strip.py",
-        "(xs[:, None] + x_pool[ps]).clamp(0.0, 1.0)",
-        "(xs[:, None] + x_pool[ps])",
+        'if self.threshold_rule == "normal":',
+        "if False:",
+        "detectors/test_strip.py",
+    ),
+    _m(
+        "STRIP saturates the reference's float sum",
+        "detectors/strip.py",
+        'if self.blend == "saturated":',
+        "if True:",
         "detectors/test_strip.py",
     ),
     _m(

@@ -9,6 +9,13 @@ the model to ignore warps that are not exactly this one: in every batch, cross_r
 times as many clean images as there are poisons are warped with the trigger's grid plus
 per-pixel random noise in [-1/28, 1/28] and keep their labels.
 
+The authors' code then augments every training batch after warping (their
+``PostTensorTransform`` for MNIST): with probability 0.8 a random crop with 5 pixels of
+zero padding (each image its own shift of -5 to 5 pixels per axis), and with probability
+0.5 a random rotation of up to 10 degrees, applied to each image with probability 0.5
+(the augmentation library's own default); no flip for digits. :class:`PostWarpAugment`
+does the same, seeded (``post_augment=False`` leaves it out).
+
 Deviation from the paper's training loop: the paper draws the poisoned images of each
 batch anew; here, as for every attack of the book, a fixed share of the training set is
 poisoned once (seeded) and the noise-mode images are drawn per batch, seeded, from the
@@ -22,7 +29,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from ..core.checks import integer, positive
+from ..core.checks import choice, integer, positive
 from .base import Attack, PoisonedDataset, register
 
 
@@ -75,10 +82,63 @@ class WarpTrigger:
         return {"kind": "warp", **asdict(self)}
 
 
+@dataclass(frozen=True)
+class PostWarpAugment:
+    """The WaNet authors' augmentation of every training batch: a padded random crop
+    with probability ``crop_p`` for the batch, then with probability ``rotate_p`` for
+    the batch a rotation of each image, with probability ``image_rotate_p``, by an
+    angle uniform in [-``degrees``, ``degrees``]."""
+
+    padding: int = 5
+    crop_p: float = 0.8
+    degrees: float = 10.0
+    rotate_p: float = 0.5
+    image_rotate_p: float = 0.5
+
+    def crop(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Each image shifted by its own whole number of pixels in [-padding,
+        padding] per axis, zeros shifted in (a 28 x 28 crop of the zero-padded
+        image)."""
+        n, pad, size = len(x), self.padding, x.shape[-1]
+        offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=generator)
+        span = torch.arange(size)
+        rows = (offsets[0][:, None] + span).to(x.device)
+        cols = (offsets[1][:, None] + span).to(x.device)
+        padded = F.pad(x, (pad, pad, pad, pad))
+        picked = padded[
+            torch.arange(n, device=x.device)[:, None, None],
+            :,
+            rows[:, :, None],
+            cols[:, None, :],
+        ]
+        return picked.permute(0, 3, 1, 2)
+
+    def rotate(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Each image, with probability ``image_rotate_p``, rotated about its centre by
+        its own angle (bilinear, zeros outside)."""
+        n = len(x)
+        angle = (torch.rand(n, generator=generator) * 2 - 1) * self.degrees
+        chosen = torch.rand(n, generator=generator) < self.image_rotate_p
+        radians = torch.deg2rad(angle * chosen)
+        cos, sin, zero = radians.cos(), radians.sin(), torch.zeros(n)
+        theta = torch.stack(
+            [torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1
+        )
+        grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), False)
+        return F.grid_sample(x, grid, align_corners=False)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if float(torch.rand((), generator=generator)) < self.crop_p:
+            x = self.crop(x, generator)
+        if float(torch.rand((), generator=generator)) < self.rotate_p:
+            x = self.rotate(x, generator)
+        return x
+
+
 class NoiseModeHook:
     """WaNet's noise mode: per batch, ``rate`` x batch size clean (not poisoned) images
     warped with the trigger's grid plus random per-pixel noise in [-1/28, 1/28], labels
-    kept."""
+    kept; then, with an ``augment``, the whole batch augmented."""
 
     def __init__(
         self,
@@ -86,8 +146,10 @@ class NoiseModeHook:
         poison_mask: torch.Tensor,
         rate: float,
         seed: int = 0,
+        augment: PostWarpAugment | None = None,
     ):
         self.trigger, self.poison_mask, self.rate = trigger, poison_mask, rate
+        self.augment = augment
         self.base = trigger.grid()
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -101,14 +163,16 @@ class NoiseModeHook:
     def transform(self, xb: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         clean = torch.nonzero(~self.poison_mask[index]).flatten().cpu()
         n = min(len(clean), round(self.rate * len(xb)))
-        if n == 0:
-            return xb
-        chosen = clean[torch.randperm(len(clean), generator=self.generator)[:n]]
-        grid = self.trigger.noisy_grids(n, self.generator, self.base)
-        out = xb.clone()
-        out[chosen.to(xb.device)] = F.grid_sample(
-            xb[chosen.to(xb.device)], grid.to(xb.dtype), align_corners=True
-        )
+        out = xb
+        if n > 0:
+            chosen = clean[torch.randperm(len(clean), generator=self.generator)[:n]]
+            grid = self.trigger.noisy_grids(n, self.generator, self.base)
+            out = xb.clone()
+            out[chosen.to(xb.device)] = F.grid_sample(
+                xb[chosen.to(xb.device)], grid.to(xb.dtype), align_corners=True
+            )
+        if self.augment is not None:
+            out = self.augment(out, self.generator)
         return out.contiguous(memory_format=torch.channels_last)
 
     def state(self):
@@ -118,18 +182,20 @@ class NoiseModeHook:
 @register
 @dataclass(frozen=True)
 class WaNet(Attack):
-    """Dirty-label poisoning with :class:`WarpTrigger` and the noise mode during
-    training."""
+    """Dirty-label poisoning with :class:`WarpTrigger`, the noise mode and (unless
+    ``post_augment`` is False) the authors' post-warp augmentation during training."""
 
     name = "wanet"
     rules = {
         "warp_k": integer(2, 28),
         "warp_s": positive(28.0),
         "cross_ratio": positive(10.0),
+        "post_augment": choice((True, False)),
     }
     warp_k: int = 4
     warp_s: float = 0.5
     cross_ratio: float = 2.0
+    post_augment: bool = True
 
     def trigger(self, seed: int = 0) -> WarpTrigger:
         return WarpTrigger(self.warp_k, self.warp_s)
@@ -137,5 +203,9 @@ class WaNet(Attack):
     def training_hook(self, poisoned: PoisonedDataset, seed: int = 0) -> NoiseModeHook:
         share = poisoned.n_poison / len(poisoned.y)
         return NoiseModeHook(
-            self.trigger(seed), poisoned.is_poison, self.cross_ratio * share, seed
+            self.trigger(seed),
+            poisoned.is_poison,
+            self.cross_ratio * share,
+            seed,
+            PostWarpAugment() if self.post_augment else None,
         )

@@ -4,7 +4,9 @@
 * attack success rate (ASR): share of triggered test images whose true label is *not*
   the target that the model classifies as the target;
 * detection precision / recall / F1 against the true poison flags (scikit-learn);
-* image distortion: L-inf, L2 and PSNR of triggered vs clean images.
+* image distortion: L-inf, L2 and PSNR of triggered vs clean images;
+* a defense's effectiveness rating (DER, BackdoorBench): the ASR it removes against the
+  clean accuracy it costs.
 """
 
 from __future__ import annotations
@@ -63,3 +65,14 @@ def distortion(clean: torch.Tensor, triggered: torch.Tensor) -> dict:
     mse = diff.pow(2).mean(1)
     psnr = 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
     return {"linf": diff.abs().amax(1), "l2": diff.norm(dim=1), "psnr_db": psnr}
+
+
+def defense_effectiveness_rating(
+    asr_before: float, asr_after: float, ca_before: float, ca_after: float
+) -> float:
+    """BackdoorBench's DER, in [0, 1]: ``(max(0, ASR drop) - max(0, CA drop) + 1) / 2``
+    - 0.5 for a defense that changes nothing, 1 for one that removes a backdoor of ASR 1
+    at no cost in clean accuracy; a rise in CA or ASR counts as no change."""
+    asr_drop = max(0.0, asr_before - asr_after)
+    ca_drop = max(0.0, ca_before - ca_after)
+    return (asr_drop - ca_drop + 1) / 2

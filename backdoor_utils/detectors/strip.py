@@ -1,14 +1,20 @@
 """STRIP (Gao et al. 2019): a triggered input stays what the trigger says whatever it is
 mixed with.
 
-An input is superimposed with N clean held-out images (pixel sum, saturated at 1 as the
-authors' ``addWeighted(x, 1, overlay, 1, 0)`` saturates 8-bit pixels); the model's
-predictions on the N blends are turned into Shannon entropies (bits, over the ten
-classes) and averaged. A clean input's blends are ambiguous (high entropy); a triggered
-input's blends keep predicting the target (low entropy). The threshold is the entropy
-below which only ``frr`` of *clean held-out* inputs fall, so the false-rejection rate on
-clean inputs is ``frr`` by construction; an input with a lower entropy is flagged. STRIP
-screens inputs at inference time: it needs no training data.
+An input is superimposed with N clean held-out images; the model's predictions on the N
+blends are turned into Shannon entropies (bits, over the ten classes) and averaged. A
+clean input's blends are ambiguous (high entropy); a triggered input's blends keep
+predicting the target (low entropy). The defender sets the threshold on *clean held-out*
+inputs so that a share ``frr`` of them would be rejected; an input with a lower entropy
+is flagged. STRIP screens inputs at inference time: it needs no training data.
+
+The reference setting is the authors' code and paper (garrisongys/STRIP): the blend is
+``cv2.addWeighted(x, 1, overlay, 1, 0)`` on float images, a plain pixel sum that does
+not saturate (values up to 2; ``blend="sum"``), and the threshold is the ``frr``
+quantile of a normal distribution fitted to the clean entropies (``threshold="normal"``,
+the paper's choice). The book's first version saturated the sum at 1 (as the same call
+does on 8-bit images, and as WaNet's re-implementation does; ``blend="saturated"``) and
+took the empirical quantile (``threshold="quantile"``).
 """
 
 from __future__ import annotations
@@ -17,9 +23,19 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.checks import integer, open_unit
+from scipy.stats import norm
+
+from ..core.checks import choice, integer, open_unit
 from ..core.training import predict_proba
 from .base import Detector, register
+
+#: How an input and an overlay are superimposed: the plain float sum (the reference) or
+#: the sum saturated at 1.
+BLENDS = ("sum", "saturated")
+
+#: Where the threshold comes from: the ``frr`` quantile of a normal fitted to the clean
+#: entropies (the paper), or their empirical ``frr`` quantile.
+THRESHOLD_RULES = ("normal", "quantile")
 
 
 @dataclass
@@ -35,13 +51,29 @@ class StripResult:
 @register
 @dataclass(frozen=True)
 class STRIP(Detector):
-    """``n_overlays`` blends per input; threshold at the ``frr`` quantile of clean
-    entropies."""
+    """``n_overlays`` blends per input (``blend``: "sum" or "saturated"); the threshold
+    at the ``frr`` quantile of the clean entropies (``threshold``: of a normal fit, or
+    "quantile", the empirical one)."""
 
     name = "strip"
-    rules = {"n_overlays": integer(1, 1000), "frr": open_unit}
+    rules = {
+        "n_overlays": integer(1, 1000),
+        "frr": open_unit,
+        "blend": choice(BLENDS),
+        "threshold_rule": choice(THRESHOLD_RULES),
+    }
     n_overlays: int = 100
     frr: float = 0.01
+    blend: str = "sum"
+    threshold_rule: str = "normal"
+
+    def superimpose(self, x: torch.Tensor, overlays: torch.Tensor) -> torch.Tensor:
+        """Every input ``x`` [n, 1, 28, 28] plus each of its overlays [n, m, 1, 28, 28],
+        flattened to [n * m, 1, 28, 28]: the plain sum, or saturated at 1."""
+        blends = x[:, None] + overlays
+        if self.blend == "saturated":
+            blends = blends.clamp(0.0, 1.0)
+        return blends.flatten(0, 1)
 
     def overlays(
         self, x_pool: torch.Tensor, n_inputs: int, seed: int = 0
@@ -75,8 +107,11 @@ class STRIP(Detector):
         out = []
         for s in range(0, len(x), chunk):
             xs, ps = x[s : s + chunk], picks[s : s + chunk]
-            blends = (xs[:, None] + x_pool[ps]).clamp(0.0, 1.0).flatten(0, 1)
-            p = predict_proba(model, blends).double().clamp_min(1e-12)
+            p = (
+                predict_proba(model, self.superimpose(xs, x_pool[ps]))
+                .double()
+                .clamp_min(1e-12)
+            )
             h = -(p * p.log2()).sum(1).view(len(xs), self.n_overlays)
             out.append(h.mean(1).float())
         return torch.cat(out) if out else torch.zeros(0)
@@ -85,12 +120,16 @@ class STRIP(Detector):
         self, model, x_clean: torch.Tensor, x_pool: torch.Tensor, seed: int = 0
     ) -> float:
         """The entropy below which a share ``frr`` of the clean held-out inputs
-        ``x_clean`` fall."""
-        return float(
-            torch.quantile(
-                self.entropy(model, x_clean, x_pool, seed).double(), self.frr
-            )
-        )
+        ``x_clean`` fall (:meth:`cut`)."""
+        return self.cut(self.entropy(model, x_clean, x_pool, seed))
+
+    def cut(self, clean_entropy: torch.Tensor) -> float:
+        """The ``frr`` quantile of the clean entropies: of the normal distribution
+        fitted to them (maximum likelihood), or the empirical one."""
+        h = clean_entropy.double().numpy()
+        if self.threshold_rule == "normal":
+            return float(norm.ppf(self.frr, *norm.fit(h)))
+        return float(torch.quantile(clean_entropy.double(), self.frr))
 
     def detect(
         self,

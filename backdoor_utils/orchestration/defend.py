@@ -29,11 +29,12 @@ from ..detectors.strip import STRIP
 from .experiments import (
     AttackResult,
     cleanse,
+    retrain_without,
     tensor_digest,
     train_cached,
     train_on_data_cached,
 )
-from ..core.metrics import detection_scores
+from ..core.metrics import defense_effectiveness_rating, detection_scores
 
 
 def training_set(
@@ -230,6 +231,20 @@ def screen_inputs_cached(
     return Screening(**payload)
 
 
+def price(result: AttackResult, after: dict) -> dict:
+    """What a defense left and what it cost, from the measures of the model after it
+    (``after``: its test ``clean_acc`` and ``asr``): ASR and CA after, the CA cost in
+    percentage points and the defense effectiveness rating (DER)."""
+    return {
+        "asr_after": after["asr"],
+        "clean_acc_after": after["clean_acc"],
+        "ca_cost_pp": 100 * (result.clean_acc - after["clean_acc"]),
+        "der": defense_effectiveness_rating(
+            result.asr, after["asr"], result.clean_acc, after["clean_acc"]
+        ),
+    }
+
+
 def defense_cell(
     result: AttackResult,
     name: str,
@@ -241,32 +256,36 @@ def defense_cell(
 ) -> dict:
     """One cell of the matrix: ``method`` (the defense called ``name``) against
     ``result``, its main metric as ``value`` plus what the reader needs beside it
-    (precision, AUROC, the CA cost).
+    (precision, AUROC) and, for every defense that changes the model, its price
+    (:func:`price`): a detector's model is the one retrained without what it flagged,
+    as the detectors' papers repair; STRIP leaves the model as it is and costs the
+    clean inputs it rejects (``frr``).
     """
+    if name == "strip":
+        screening = screen_inputs(result, method, defender, strip_inputs, seed)
+        return {"value": screening.far, "auroc": screening.auroc, "frr": screening.frr}
     if name in ("activation_clustering", "spectral_signatures"):
-        _, scores = detect_and_score(result, method, seed, device)
+        found, scores = detect_and_score(result, method, seed, device)
         value = scores["f1"] if name == "activation_clustering" else scores["recall"]
-        return {
+        cell = {
             "value": value,
             "precision": scores["precision"],
             "recall": scores["recall"],
             "f1": scores["f1"],
         }
-    if name == "strip":
-        screening = screen_inputs(result, method, defender, strip_inputs, seed)
-        return {"value": screening.far, "auroc": screening.auroc, "frr": screening.frr}
-    if name == "neural_cleanse":
+        model = retrain_without(result, found.flags, device)
+    elif name == "neural_cleanse":
         report = cleanse(result, method, defender.x_tune)
         model = method.unlearn_flagged(result.model, report, defender, seed, device)
+        cell = {}
     else:
         model = method.repair(result.model, defender, seed, device).model
-    after = Measure(
-        defender, result.splits, result.trigger, result.experiment.target_label
-    )(model)
-    return {
-        "value": after["asr"],
-        "ca_cost_pp": 100 * (result.clean_acc - after["clean_acc"]),
-    }
+        cell = {}
+    target = result.experiment.target_label
+    after = price(
+        result, Measure(defender, result.splits, result.trigger, target)(model)
+    )
+    return {"value": after["asr_after"], **cell, **after}
 
 
 def defense_cell_cached(

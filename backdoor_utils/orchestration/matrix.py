@@ -136,6 +136,14 @@ DEFENDER_NEEDS = {
 }
 
 
+#: The most clean accuracy (percentage points of test CA) a defense that changes the
+#: model may cost and still give the defender what it needs: a repair that removes the
+#: backdoor with 4 points of accuracy is a different product. A detector's model is the
+#: one retrained without what it flagged; STRIP does not change the model (its cost is
+#: the clean inputs it rejects, set by its FRR).
+MAX_CA_COST_PP = 1.0
+
+
 def attack_runs(matrix: pd.DataFrame, min_asr: float) -> pd.DataFrame:
     """One row per (attack, seed) of the matrix: the model's CA and ASR before any
     defense, and whether the attack implanted a backdoor (ASR >= ``min_asr``)."""
@@ -159,24 +167,42 @@ def meets_need(defense: str, value: float, needs: dict = DEFENDER_NEEDS) -> bool
     )
 
 
+def run_meets_need(
+    defense: str, value: float, ca_cost_pp: float = float("nan"), needs=DEFENDER_NEEDS
+) -> bool:
+    """Whether one run of a cell gives the defender what it needs: its metric meets the
+    need (:func:`meets_need`) and, where the defense changed the model, it cost at most
+    :data:`MAX_CA_COST_PP` points of clean accuracy."""
+    priced = ca_cost_pp == ca_cost_pp  # NaN: the defense did not change the model
+    return meets_need(defense, value, needs) and not (
+        priced and ca_cost_pp > MAX_CA_COST_PP
+    )
+
+
 @dataclass
 class MatrixVerdict:
     """The matrix judged over the runs where the attack implanted a backdoor.
 
-    ``mean``/``spread``/``score`` as :func:`evaluation.matrix_summary`, one row per
-    attack of the matrix (NaN for an attack that worked at no seed); ``runs`` from
-    :func:`attack_runs`; ``meets`` 1.0 where a judged cell meets the need, 0.0 where it
-    does not, NaN where nothing was judged."""
+    ``mean``/``spread``/``score`` as :func:`matrix_summary`, one row per attack of the
+    matrix (NaN for an attack that worked at no seed); ``runs`` from
+    :func:`attack_runs`; ``n_met`` per cell the seeds at which the run met the need,
+    price included (:func:`run_meets_need`); ``meets`` 1.0 where a judged cell met it at
+    every seed judged, 0.0 where not, NaN where nothing was judged; ``asr_after``,
+    ``ca_cost`` and ``der`` the mean ASR after, CA cost (points) and DER of the
+    defenses that change the model (NaN for the others)."""
 
     runs: pd.DataFrame
     mean: pd.DataFrame
     spread: pd.DataFrame
     score: pd.DataFrame
     meets: pd.DataFrame
+    n_met: pd.DataFrame
+    asr_after: pd.DataFrame
+    ca_cost: pd.DataFrame
+    der: pd.DataFrame
     n_seeds: pd.Series  # per attack: the seeds at which it implanted a backdoor
-    failing: (
-        list  # "attack vs defense (metric value)" for every judged cell below the need
-    )
+    failing: list  # "attack vs defense (metric value, seeds met)" for every judged cell
+    # that does not meet the need at every seed
     stopped: list  # attacks at least one defense stops
     unstopped: list  # attacks that worked and that no defense stops
     not_implanted: list  # attacks that implanted a backdoor at no seed
@@ -189,14 +215,19 @@ class MatrixVerdict:
     def n_cells_ok(self) -> int:
         return int((self.meets == 1).values.sum())
 
-    def cell_texts(self, blank: str = "-") -> pd.DataFrame:
+    def cell_texts(self, blank: str = "-", counts: str | None = None) -> pd.DataFrame:
         """Each cell as the reader sees it: "mean ± sd" over the seeds judged (a narrow
         table column breaks it only before the "±", never between "±" and the spread),
         the mean alone when one seed was judged (it has no spread), ``blank`` where
-        nothing was judged."""
+        nothing was judged; with ``counts`` (a separator), followed by the seeds that
+        met the need, "k/n met"."""
         texts = mean_sd_texts(self.mean, self.spread)
         one_seed = self.n_seeds.reindex(self.mean.index) == 1
         texts.loc[one_seed] = self.mean.loc[one_seed].map("{:.2f}".format)
+        if counts is not None:
+            n = self.n_seeds.reindex(self.mean.index)
+            met = self.n_met.fillna(0).astype(int).astype(str)
+            texts = texts + counts + met.add("/").add(n.astype(str), axis=0) + " met"
         return texts.mask(self.mean.isna(), blank)
 
     def best_defense(self) -> tuple[str, int]:
@@ -223,21 +254,36 @@ def judge_matrix(
         mean = spread = score = pd.DataFrame(
             float("nan"), index=attacks, columns=defenses
         )
-    meets = pd.DataFrame(
-        {
-            d: [
-                float("nan") if v != v else float(meets_need(d, v, needs))
-                for v in mean[d]
-            ]
-            for d in mean.columns
-        },
-        index=mean.index,
-    )
     n_seeds = (
         runs.groupby("attack", sort=False).implanted.sum().reindex(attacks).astype(int)
     )
+    cost = kept["ca_cost_pp"] if "ca_cost_pp" in kept else pd.Series(float("nan"))
+    kept = kept.assign(
+        met=[
+            run_meets_need(d, v, c, needs)
+            for d, v, c in zip(kept.defense, kept.value, cost.reindex(kept.index))
+        ],
+        ca_cost_pp=cost.reindex(kept.index),
+        **{
+            column: kept[column] if column in kept else float("nan")
+            for column in ("der", "asr_after")
+        },
+    )
+    cells = kept.groupby(["attack", "defense"], sort=False)
+
+    def per_cell(column: str, how: str) -> pd.DataFrame:
+        frame = cells[column].agg(how).unstack("defense") if len(kept) else None
+        return pd.DataFrame(frame, index=attacks, columns=mean.columns, dtype=float)
+
+    n_met = per_cell("met", "sum")
+    asr_after, ca_cost, der = (
+        per_cell(column, "mean") for column in ("asr_after", "ca_cost_pp", "der")
+    )
+    judged = mean.notna()
+    meets = n_met.eq(n_seeds, axis=0).astype(float).where(judged)  # every judged seed
     failing = [
-        f"{a} vs {display_name(d)} ({MATRIX_METRICS[d][0]} {mean.loc[a, d]:.2f})"
+        f"{a} vs {display_name(d)} ({MATRIX_METRICS[d][0]} {mean.loc[a, d]:.2f}, need"
+        f" met at {int(n_met.loc[a, d])} of {n_seeds[a]} seeds)"
         for a in attacks
         for d in mean.columns
         if meets.loc[a, d] == 0
@@ -251,6 +297,10 @@ def judge_matrix(
         spread,
         score,
         meets,
+        n_met,
+        asr_after,
+        ca_cost,
+        der,
         n_seeds,
         failing,
         stopped,

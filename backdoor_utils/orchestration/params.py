@@ -8,6 +8,8 @@ before any data is loaded or any model is trained.
 from __future__ import annotations
 
 from .. import attacks
+from ..detectors.spectral_signatures import LAYERS, SCORINGS
+from ..detectors.strip import BLENDS, THRESHOLD_RULES
 from ..core.checks import (
     choice,
     device,
@@ -57,6 +59,10 @@ RULES = {
     "sig_shares": list_of(open_unit),
     "wanet_poison_rate": open_unit,
     "ss_epsilon": open_unit,
+    "ss_layer": choice(LAYERS),
+    "ss_scoring": choice(SCORINGS),
+    "strip_blend": choice(BLENDS),
+    "strip_threshold": choice(THRESHOLD_RULES),
     "trigger_lr_scales": list_of(positive(1000.0)),
     "strip_overlays": integer(1, 1000),
     "strip_frr": open_unit,

@@ -22,7 +22,12 @@ from ..defenses import NeuralCleanse
 from ..attacks.learned import pixel_change
 from ..detectors import Detector
 from ..detectors.activation_clustering import Detection
-from ..detectors.spectral_signatures import direction_scores
+from ..detectors.spectral_signatures import (
+    LAYERS,
+    SCORINGS,
+    SpectralSignatures,
+    direction_scores,
+)
 from .experiments import (
     AttackResult,
     Experiment,
@@ -426,37 +431,73 @@ def latent_separation(result: AttackResult, n_components: int = 10) -> dict:
     return {"points": projected[:, :2], "is_poison": poison, "silhouette": score}
 
 
-def singular_directions(
-    result: AttackResult, epsilon: float, n_directions: int = 5
-) -> pd.DataFrame:
-    """For the reader, from the true flags: Spectral Signatures' score along each of the
-    first ``n_directions`` right-singular vectors of the target label's centred
-    penultimate representations - its singular value, the AUROC of the squared
-    projection for poisoned vs genuine, and the recall of removing the top ``1.5 *
-    epsilon`` of the label by it. The method uses only the first direction; this shows
-    whether the poisons sit along it or along another.
-    """
+def _removal_scores(poison: np.ndarray, score: np.ndarray, epsilon: float) -> dict:
+    """How well ``score`` separates the poisons of one label (AUROC) and the recall of
+    removing its top ``1.5 * epsilon`` share by it."""
+    n_remove = int(np.floor(1.5 * epsilon * len(score)))
+    top = np.argsort(-score, kind="stable")[:n_remove]
+    separable = 0 < poison.sum() < len(poison)
+    return {
+        "AUROC poisoned vs genuine": (
+            float(roc_auc_score(poison, score)) if separable else float("nan")
+        ),
+        "recall of the removal": float(poison[top].sum() / max(1, poison.sum())),
+    }
+
+
+def _target_label(result: AttackResult) -> tuple[torch.Tensor, np.ndarray]:
+    """The training images that carry the target label, and their true poison flags."""
     x, y, truth = training_set(result)
     index = torch.nonzero(y == result.experiment.target_label).flatten()
-    scores, values = direction_scores(activations(result.model, x[index]), n_directions)
-    poison = truth[index].numpy()
-    n_remove = int(np.floor(1.5 * epsilon * len(index)))
-    rows = []
-    for k in range(len(values)):
-        score = scores[:, k].numpy()
-        top = np.argsort(-score)[:n_remove]
-        rows.append(
+    return x[index], truth[index].numpy()
+
+
+def singular_directions(
+    result: AttackResult, detector: SpectralSignatures, n_directions: int = 5
+) -> pd.DataFrame:
+    """For the reader, from the true flags: Spectral Signatures' score (at the
+    detector's layer, with its scoring) along each of the first ``n_directions``
+    right-singular vectors of the target label's centred representations - its singular
+    value, the AUROC of the score for poisoned vs genuine, and the recall of removing
+    the top ``1.5 * epsilon`` of the label by it. The method uses only the first
+    direction; this shows whether the poisons sit along it or along another.
+    """
+    x, poison = _target_label(result)
+    reps = activations(result.model, x, layer=detector.layer)
+    scores, values = direction_scores(reps, n_directions, detector.scoring)
+    return pd.DataFrame(
+        [
             {
                 "direction": k + 1,
                 "singular value": float(values[k]),
-                "AUROC poisoned vs genuine": (
-                    float(roc_auc_score(poison, score))
-                    if 0 < poison.sum() < len(poison)
-                    else float("nan")
-                ),
-                "recall of the removal": float(
-                    poison[top].sum() / max(1, poison.sum())
-                ),
+                **_removal_scores(poison, scores[:, k].numpy(), detector.epsilon),
             }
-        )
+            for k in range(len(values))
+        ]
+    )
+
+
+def spectral_variants(
+    result: AttackResult, epsilon: float, layers=LAYERS, scorings=SCORINGS
+) -> pd.DataFrame:
+    """For the reader, from the true flags: Spectral Signatures on the target label at
+    every ``layer`` with every ``scoring`` (top singular direction, the top ``1.5 *
+    epsilon`` removed) - the representations' size, the AUROC of the score for
+    poisoned vs genuine and the recall of the removal. Which choice decides what the
+    method finds: the layer, the scoring, or both.
+    """
+    x, poison = _target_label(result)
+    rows = []
+    for layer in layers:
+        reps = activations(result.model, x, layer=layer)
+        for scoring in scorings:
+            score = direction_scores(reps, 1, scoring)[0][:, 0].numpy()
+            rows.append(
+                {
+                    "layer": layer,
+                    "dimensions": int(reps[0].numel()),
+                    "scoring": scoring,
+                    **_removal_scores(poison, score, epsilon),
+                }
+            )
     return pd.DataFrame(rows)

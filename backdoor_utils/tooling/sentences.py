@@ -141,3 +141,35 @@ def adaptive_verdict(scores: dict, threshold: float = 0.2) -> str:
             " easier to find, not harder."
         )
     return text
+
+
+def spectral_choice(
+    recall: dict,
+    reference: tuple = ("conv", "reference"),
+    first: tuple = ("penultimate", "centred_squared"),
+    target: float = 0.9,
+) -> str:
+    """What decides Spectral Signatures' recall, from ``recall`` {(layer, scoring):
+    mean recall}: the reference setting against the book's first one (``first``), the
+    scoring's effect alone (on the first setting's layer) and the layer's (with the
+    reference's scoring), and whether the reference meets ``target`` - or which setting
+    comes closest."""
+    ref, old = recall[reference], recall[first]
+    scoring_alone = recall[(first[0], reference[1])]
+    scoring_effect, layer_effect = scoring_alone - old, ref - scoring_alone
+    cause = "the layer" if abs(layer_effect) > abs(scoring_effect) else "the scoring"
+    best = max(recall, key=recall.get)
+    text = (
+        f"The reference setting ({reference[0]} layer, {reference[1]} scoring) catches"
+        f" {ref:.3f} of the poisons, the book's first one ({first[0]} layer,"
+        f" {first[1]} scoring) {old:.3f}. The scoring alone moves recall by"
+        f" {scoring_effect:+.3f} (on the {first[0]} layer), the layer by"
+        f" {layer_effect:+.3f} (with the {reference[1]} scoring): {cause} decides more."
+    )
+    if ref >= target:
+        return text + f" The reference setting meets the target of recall >= {target}."
+    return text + (
+        f" The reference setting misses the target of recall >= {target}; the best of"
+        f" the settings tried ({best[0]} layer, {best[1]} scoring) catches"
+        f" {recall[best]:.3f}."
+    )

@@ -84,3 +84,15 @@ def test_distortion_matches_hand_computed_psnr():
     assert float(d["linf"]) == pytest.approx(0.1, rel=1e-5)
     assert float(d["l2"]) == pytest.approx((392 * 0.01) ** 0.5, rel=1e-5)
     assert float(d["psnr_db"]) == pytest.approx(23.0103, rel=1e-4)
+
+
+def test_der_rewards_the_asr_removed_and_charges_the_clean_accuracy_lost():
+    from backdoor_utils.core.metrics import defense_effectiveness_rating as der
+
+    assert der(1.0, 0.0, 0.99, 0.99) == pytest.approx(1.0)  # all removed, for free
+    assert der(0.9, 0.9, 0.99, 0.99) == pytest.approx(0.5)  # nothing changed
+    # 0.8 of ASR removed for 4 points of CA: (0.8 - 0.04 + 1) / 2; BackdoorBench's
+    # other code path adds the drop (0.92) - a defense must not gain by losing accuracy
+    assert der(0.9, 0.1, 0.99, 0.95) == pytest.approx(0.88)
+    # a rise counts as no change, not as a gain or a loss
+    assert der(0.2, 0.5, 0.95, 0.97) == pytest.approx(0.5)

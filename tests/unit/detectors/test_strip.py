@@ -39,7 +39,7 @@ def test_strip_threshold_sets_the_false_rejection_rate_and_flags_triggered_input
     pool, clean_val, clean_test = (
         torch.rand(n, 1, 28, 28, generator=g) * 0.8 for n in (300, 400, 400)
     )
-    strip = STRIP(n_overlays=20, frr=0.05)
+    strip = STRIP(n_overlays=20, frr=0.05, threshold_rule="quantile")
     model = PatchOrPixels()
     threshold = strip.threshold(model, clean_val, pool)
     val_h = strip.entropy(model, clean_val, pool)
@@ -64,18 +64,39 @@ def test_strip_draws_overlays_per_input_seeded_and_needs_enough_of_them():
         STRIP(n_overlays=50).overlays(torch.zeros(10, 1, 28, 28), 1)
 
 
-def test_strip_entropy_is_the_mean_entropy_of_each_inputs_own_saturated_blends():
-    # by hand: input i blended (pixel sum, saturated at 1) with the n overlays drawn for
-    # input i
+def test_strip_defaults_are_the_references_float_sum_and_normal_fit():
+    strip = STRIP()
+    assert (strip.blend, strip.threshold_rule) == ("sum", "normal")
+    assert (strip.n_overlays, strip.frr) == (100, 0.01)
+
+
+def test_strip_normal_threshold_is_the_frr_quantile_of_the_normal_fitted_to_clean_entropies():
+    from scipy.stats import norm
+
+    h = torch.tensor([2.0, 2.2, 2.5, 2.1, 1.9, 2.4, 2.3, 3.0])
+    mean, sd = float(h.double().mean()), float(h.double().std(unbiased=False))
+    assert STRIP(frr=0.01).cut(h) == pytest.approx(norm.ppf(0.01, mean, sd), rel=1e-9)
+    assert STRIP(frr=0.01).cut(h) < float(h.min())  # a normal tail, not a data point
+    empirical = STRIP(frr=0.25, threshold_rule="quantile").cut(h)
+    assert empirical == pytest.approx(float(torch.quantile(h.double(), 0.25)))
+
+
+@pytest.mark.parametrize("blend", ["sum", "saturated"])
+def test_strip_entropy_is_the_mean_entropy_of_each_inputs_own_blends(blend):
+    # by hand: input i blended (pixel sum, saturated at 1 only when asked) with the n
+    # overlays drawn for input i
     g = torch.Generator().manual_seed(1)
     pool, x = torch.rand(50, 1, 28, 28, generator=g), torch.rand(
         6, 1, 28, 28, generator=g
     )
-    strip, model = STRIP(n_overlays=4), PatchOrPixels()
+    strip, model = STRIP(n_overlays=4, blend=blend), PatchOrPixels()
     picks = strip.overlays(pool, len(x), seed=3)
     expected = []
     for i in range(len(x)):
-        blends = (x[i] + pool[picks[i]]).clamp(0.0, 1.0)
+        blends = x[i] + pool[picks[i]]
+        assert float(blends.max()) > 1.5  # a sum that saturation would change
+        if blend == "saturated":
+            blends = blends.clamp(0.0, 1.0)
         with torch.no_grad():
             p = model(blends).double().softmax(1).clamp_min(1e-12)
         expected.append(float(-(p * p.log2()).sum(1).mean()))

@@ -111,22 +111,52 @@ def test_a_detection_is_scored_against_the_true_poison_flags_not_the_labels():
     )
 
 
-def test_a_matrix_cell_reports_each_defenses_own_metric(monkeypatch):
+def test_a_matrix_cell_reports_each_defenses_own_metric_and_its_price(monkeypatch):
     scores = {"precision": 0.25, "recall": 0.75, "f1": 0.375}
-    monkeypatch.setattr(defend, "detect_and_score", lambda *a, **k: (None, scores))
+    flags = torch.tensor([True, False])
+    found = SimpleNamespace(flags=flags)
+    monkeypatch.setattr(defend, "detect_and_score", lambda *a, **k: (found, scores))
     monkeypatch.setattr(
         defend,
         "screen_inputs",
         lambda *a, **k: defend.Screening(None, None, 0.5, 0.02, 0.125, 0.9),
     )
+    retrained = []
+    monkeypatch.setattr(
+        defend,
+        "retrain_without",
+        lambda result, remove, device: retrained.append(remove) or "retrained",
+    )
+    measured = {"retrained": {"asr": 0.25, "clean_acc": 0.97}}
+    monkeypatch.setattr(
+        defend, "Measure", lambda *a: lambda model: {**measured[model], "val_acc": 0}
+    )
+    result = SimpleNamespace(
+        model="attacked",
+        clean_acc=0.99,
+        asr=0.95,
+        splits=None,
+        trigger=None,
+        experiment=SimpleNamespace(target_label=0),
+    )
     cell = defend.defense_cell
-    assert cell(None, "activation_clustering", None, None)["value"] == 0.375  # F1
-    assert cell(None, "spectral_signatures", None, None)["value"] == 0.75  # recall
-    assert cell(None, "strip", None, None) == {
+    ac = cell(result, "activation_clustering", None, None)
+    assert ac["value"] == 0.375  # F1
+    assert retrained[0] is flags  # the model retrained without what it flagged
+    assert ac["asr_after"] == 0.25 and ac["ca_cost_pp"] == pytest.approx(2.0)
+    assert ac["der"] == pytest.approx((0.70 - 0.02 + 1) / 2)
+    assert cell(result, "spectral_signatures", None, None)["value"] == 0.75  # recall
+    assert cell(result, "strip", None, None) == {
         "value": 0.125,
         "auroc": 0.9,
         "frr": 0.02,
-    }  # FAR
+    }  # FAR; STRIP changes no model, so it has no CA price
+    repair = SimpleNamespace(
+        repair=lambda *a: SimpleNamespace(model="retrained")  # any repaired model
+    )
+    pruned = cell(result, "fine_pruning", repair, None)
+    assert pruned["value"] == pruned["asr_after"] == 0.25  # ASR after the repair
+    assert pruned["clean_acc_after"] == 0.97
 
 
 def test_retraining_without_flagged_images_trains_on_all_the_others(

@@ -100,13 +100,89 @@ def test_cells_are_judged_over_the_seeds_where_the_attack_worked_only():
     assert verdict.stopped == ["patch", "noise"] and verdict.unstopped == []
     assert verdict.best_defense() == ("strip", 2)
     assert not any(cell.startswith("sig") for cell in verdict.failing)
-    assert "noise vs fine-pruning (ASR after 0.57)" in verdict.failing
+    assert "noise vs fine-pruning (ASR after 0.57, need met at 0 of 1 seeds)" in (
+        verdict.failing
+    )
     texts = verdict.cell_texts(blank="no backdoor")
     assert (
         texts.loc["patch", "strip"] == "0.00 ±\u00a00.00"
     )  # 0.001 and 0.003; "±" stays with the spread
     assert texts.loc["noise", "strip"] == "0.01"  # one seed judged: no spread to show
     assert texts.loc["sig", "strip"] == "no backdoor"
+
+
+def _priced(rows):
+    """A matrix of one attack (ASR before 1.0 at every seed) whose repair rows carry
+    their CA cost: (seed, defense, value, CA cost in points or None)."""
+    return pd.DataFrame(
+        [
+            {
+                "attack": "patch",
+                "seed": seed,
+                "defense": d,
+                "value": v,
+                "clean_acc": 0.99,
+                "asr": 1.0,
+                **({} if cost is None else {"ca_cost_pp": cost, "der": 0.9}),
+            }
+            for seed, d, v, cost in rows
+        ]
+    )
+
+
+def test_a_repair_meets_the_need_only_within_one_point_of_clean_accuracy():
+    matrix = _priced(
+        [
+            (0, "fine_pruning", 0.01, 0.4),
+            (1, "fine_pruning", 0.02, 1.0),
+            (0, "neural_cleanse", 0.01, 0.5),
+            (1, "neural_cleanse", 0.00, 2.5),  # ASR gone, but 2.5 points of CA with it
+            (0, "strip", 0.01, None),  # STRIP changes no model: no CA price
+            (1, "strip", 0.02, None),
+        ]
+    )
+    verdict = judge_matrix(matrix, min_asr=0.5)
+    assert verdict.meets.loc["patch"].to_dict() == {
+        "fine_pruning": 1.0,
+        "neural_cleanse": 0.0,
+        "strip": 1.0,
+    }
+    assert verdict.n_met.loc["patch"].to_dict() == {
+        "fine_pruning": 2,
+        "neural_cleanse": 1,
+        "strip": 2,
+    }
+    assert verdict.ca_cost.loc["patch", "neural_cleanse"] == pytest.approx(1.5)
+    assert verdict.der.loc["patch", "fine_pruning"] == pytest.approx(0.9)
+    assert np.isnan(verdict.der.loc["patch", "strip"])
+    assert any(
+        cell.startswith(
+            "patch vs Neural Cleanse + unlearning (ASR after 0.01, need met"
+            " at 1 of 2 seeds)"
+        )
+        for cell in verdict.failing
+    )
+
+
+def test_a_cell_meets_the_need_only_if_every_judged_seed_does_and_shows_how_many_did():
+    matrix = _priced(
+        [(0, "strip", 0.0, None), (1, "strip", 0.0, None), (2, "strip", 0.12, None)]
+    )
+    verdict = judge_matrix(matrix, min_asr=0.5)
+    assert verdict.mean.loc["patch", "strip"] == pytest.approx(0.04)  # mean meets...
+    assert verdict.meets.loc["patch", "strip"] == 0.0  # ...one seed of three does not
+    texts = verdict.cell_texts(counts=" · ")
+    assert texts.loc["patch", "strip"] == "0.04 ±\u00a00.07 · 2/3 met"
+
+
+def test_run_meets_need_reads_the_price_only_where_the_model_changed():
+    from backdoor_utils.orchestration.matrix import MAX_CA_COST_PP, run_meets_need
+
+    assert MAX_CA_COST_PP == 1.0
+    assert run_meets_need("fine_pruning", 0.01, 1.0)
+    assert not run_meets_need("fine_pruning", 0.01, 1.01)
+    assert run_meets_need("strip", 0.01)  # no price given
+    assert not run_meets_need("spectral_signatures", 0.95, 3.0)
 
 
 def test_the_direction_of_each_metric_decides_what_meets_the_need():

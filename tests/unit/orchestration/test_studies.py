@@ -255,3 +255,73 @@ def test_learned_vs_fixed_puts_each_step_size_beside_the_frozen_patch(monkeypatc
         > tables[1]["largest change of a patch pixel"].max()
     )
     assert (tables[100].trigger_lr_scale == 100).all() and len(runs[1]) == 2
+
+
+class _Features(torch.nn.Module):
+    """Stand-in model: the pooled conv features are pixels 32-63, the penultimate layer
+    the first 32 pixels, the last conv layer (before pooling) pixels 64-127."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Linear(1, 1)
+
+    def penultimate_activations(self, x):
+        return x.flatten(1)[:, :32]
+
+    def conv_features(self, x):
+        return x.flatten(1)[:, 32:64].reshape(len(x), 2, 4, 4)
+
+    def last_conv_activations(self, x):
+        return x.flatten(1)[:, 64:128].reshape(len(x), 4, 4, 4)
+
+
+def _signature_in_conv_features(n_clean=900, n_poison=90):
+    """A poisoned training set of one label (the target, 0) whose poisons are shifted
+    along one non-negative direction of the conv features only."""
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n_clean + n_poison, 1, 28, 28, generator=g)
+    direction = torch.randn(32, generator=g).abs()
+    x.view(len(x), -1)[n_clean:, 32:64] += 3.2 * direction / direction.norm()
+    truth = torch.arange(len(x)) >= n_clean
+    y = torch.zeros(len(x), dtype=torch.long)
+    return SimpleNamespace(
+        poisoned=SimpleNamespace(x=x, y=y, is_poison=truth),
+        experiment=SimpleNamespace(target_label=0),
+        model=_Features(),
+    )
+
+
+def test_spectral_variants_score_every_layer_and_scoring_against_the_true_flags():
+    from backdoor_utils.orchestration.studies import spectral_variants
+
+    table = spectral_variants(_signature_in_conv_features(), epsilon=0.1)
+    assert list(zip(table.layer, table.scoring)) == [
+        (layer, scoring)
+        for layer in ("conv", "penultimate", "last_conv")
+        for scoring in ("reference", "centred_squared")
+    ]
+    assert list(table.dimensions) == [32, 32, 32, 32, 64, 64]
+    found = table.set_index(["layer", "scoring"])["recall of the removal"]
+    assert (
+        found["conv", "reference"] >= 0.95 and found["conv", "centred_squared"] >= 0.95
+    )
+    assert found["penultimate", "reference"] < 0.5  # no signature there
+    auroc = table.set_index(["layer", "scoring"])["AUROC poisoned vs genuine"]
+    assert (
+        auroc["conv", "reference"] > 0.95
+        and abs(auroc["penultimate", "reference"] - 0.5) < 0.15
+    )
+
+
+def test_singular_directions_use_the_detectors_layer_and_scoring():
+    from backdoor_utils import detectors
+    from backdoor_utils.orchestration.studies import singular_directions
+
+    run = _signature_in_conv_features()
+    at_conv = singular_directions(run, detectors.get("spectral_signatures"), 3)
+    assert list(at_conv.direction) == [1, 2, 3]
+    assert at_conv["recall of the removal"][0] >= 0.95
+    elsewhere = detectors.get("spectral_signatures", layer="penultimate")
+    assert singular_directions(run, elsewhere, 3)["recall of the removal"][0] < 0.5

@@ -140,3 +140,23 @@ def test_a_chapter_says_where_it_ran_and_in_the_precision_its_models_are_keyed_o
         assert (
             "under bf16 autocast" if expected == "bf16" else "in fp32"
         ) + " (as BACKDOOR_BF16 sets)" in text
+
+
+def test_spectral_choice_names_what_decides_and_whether_the_reference_meets_the_target():
+    from backdoor_utils.tooling.sentences import spectral_choice
+
+    recall = {
+        ("conv", "reference"): 0.05,
+        ("conv", "centred_squared"): 0.10,
+        ("penultimate", "reference"): 0.80,
+        ("penultimate", "centred_squared"): 0.25,
+    }
+    text = spectral_choice(recall)
+    assert "catches 0.050 of the poisons, the book's first one" in text
+    assert "The scoring alone moves recall by +0.550" in text
+    assert "the layer by -0.750" in text and "the layer decides more" in text
+    assert "misses the target" in text
+    assert "(penultimate layer, reference scoring) catches 0.800" in text
+    recall[("conv", "reference")] = 0.95
+    text = spectral_choice(recall)
+    assert "the scoring decides more" in text and "meets the target" in text
