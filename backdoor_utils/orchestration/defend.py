@@ -253,13 +253,15 @@ def defense_cell(
     seed: int = 0,
     device: str = "auto",
     strip_inputs: int = 1000,
+    priced: bool = True,
 ) -> dict:
     """One cell of the matrix: ``method`` (the defense called ``name``) against
     ``result``, its main metric as ``value`` plus what the reader needs beside it
     (precision, AUROC) and, for every defense that changes the model, its price
     (:func:`price`): a detector's model is the one retrained without what it flagged,
-    as the detectors' papers repair; STRIP leaves the model as it is and costs the
-    clean inputs it rejects (``frr``).
+    as the detectors' papers repair (not trained when ``priced`` is False: the
+    detection alone); STRIP leaves the model as it is and costs the clean inputs it
+    rejects (``frr``).
     """
     if name == "strip":
         screening = screen_inputs(result, method, defender, strip_inputs, seed)
@@ -273,6 +275,8 @@ def defense_cell(
             "recall": scores["recall"],
             "f1": scores["f1"],
         }
+        if not priced:
+            return cell
         model = retrain_without(result, found.flags, device)
     elif name == "neural_cleanse":
         report = cleanse(result, method, defender.x_tune)
@@ -297,6 +301,7 @@ def defense_cell_cached(
     seed: int = 0,
     device: str = "auto",
     strip_inputs: int = 1000,
+    priced: bool = True,
 ) -> dict:
     """:func:`defense_cell`, cached under the attack's full spec, the defense's name and
     parameters, the defender's data (its size and a hash of its images), the seed, the
@@ -314,11 +319,12 @@ def defense_cell_cached(
         "defender_data": tensor_digest(*vars(defender).values()),
         "cell_seed": seed,
         "strip_inputs": strip_inputs,
+        "priced": priced,
     }
     cell, _ = train_cached(
         spec,
         lambda: defense_cell(
-            result, name, method, defender, seed, device, strip_inputs
+            result, name, method, defender, seed, device, strip_inputs, priced
         ),
         kind="matrix_cells",
         code=(defense_cell, type(method)),

@@ -69,31 +69,49 @@ def mean_sd_texts(
 
 def defense_matrix(
     experiments: dict,
-    seeds,
+    runs,
     methods: dict,
     device: str = "auto",
     n_tune: int = 5000,
     strip_inputs: int = 1000,
+    priced: bool = True,
 ) -> pd.DataFrame:
-    """Every attack (``{name: Experiment}``) at every seed against every defense
-    (``{name: method}``, names as in :data:`MATRIX_METRICS`): one row per (attack, seed,
-    defense), with the attack's own CA and ASR. Models, reclassifiers, reversed triggers
-    and the cells themselves are cached (:func:`defense_cell_cached`), so an interrupted
-    run resumes and a rerun is cheap.
+    """Every attack (``{name: Experiment}``) at every run - a ``(seed, target_label)``
+    pair, each with its own seed, so that no verdict rests on one target - against
+    every defense (``{name: method}``, names as in :data:`MATRIX_METRICS`): one row per
+    (attack, run, defense), with the attack's own CA and ASR and, when ``priced``, what
+    each defense that changes the model costs (:func:`.defend.price`). Models,
+    reclassifiers, reversed triggers and the cells themselves are cached
+    (:func:`defense_cell_cached`), so an interrupted run resumes and a rerun is cheap.
     """
+    runs = [tuple(run) for run in runs]
+    seeds = [seed for seed, _ in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(
+            f"runs: each (seed, target_label) needs its own seed, got {runs}"
+        )
     rows = []
     for attack, exp in experiments.items():
-        for seed in seeds:
-            result = run_attack(exp.with_(seed=seed), device)
+        for seed, target in runs:
+            result = run_attack(exp.with_(seed=seed, target_label=target), device)
             defender = defender_data(result.splits, n_tune=n_tune)
             for name, method in methods.items():
                 cell = defense_cell_cached(
-                    result, name, method, defender, n_tune, seed, device, strip_inputs
+                    result,
+                    name,
+                    method,
+                    defender,
+                    n_tune,
+                    seed,
+                    device,
+                    strip_inputs,
+                    priced,
                 )
                 rows.append(
                     {
                         "attack": attack,
                         "seed": seed,
+                        "target": target,
                         "defense": name,
                         "metric": MATRIX_METRICS[name][0],
                         "clean_acc": result.clean_acc,
@@ -149,8 +167,9 @@ def attack_runs(matrix: pd.DataFrame, min_asr: float) -> pd.DataFrame:
     defense, and whether the attack implanted a backdoor (ASR >= ``min_asr``)."""
     if not 0.0 < min_asr < 1.0:
         raise ValueError(f"min_asr: must be in (0, 1), got {min_asr}")
+    columns = ["attack", "seed", "target", "clean_acc", "asr"]
     runs = matrix.drop_duplicates(["attack", "seed"])[
-        ["attack", "seed", "clean_acc", "asr"]
+        [c for c in columns if c in matrix]
     ].reset_index(drop=True)
     runs["implanted"] = runs.asr >= min_asr
     return runs

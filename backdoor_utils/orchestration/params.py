@@ -49,6 +49,7 @@ RULES = {
     "anomaly_threshold": positive(100.0),
     "robustness_runs": seed_target_pairs,
     "nc_runs": seed_target_pairs,
+    "matrix_runs": seed_target_pairs,
     "min_silhouette": silhouette,
     "size_threshold": open_unit,
     "ratio_threshold": positive(100.0),

@@ -54,7 +54,7 @@ EXTRA = {
     "07_more_attacks": {"blend_alphas": [0.2], "sig_shares": [0.4], "sig_share": 0.4},
     "08_defense_matrix": {
         "attacks": ["patch"],
-        "seeds": [0, 1],
+        "matrix_runs": [[0, 0], [1, 3]],
         "ss_epsilon": 0.35,
         "strip_overlays": 20,
         "strip_inputs": 200,

@@ -223,7 +223,7 @@ def test_matrix_cells_are_cached_per_attack_defense_parameters_and_seed(
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
     computed = []
 
-    def cell(result, name, method, defender, seed, device, strip_inputs):
+    def cell(result, name, method, defender, seed, device, strip_inputs, priced):
         computed.append((name, seed))
         return {"value": 0.25 * len(computed), "frr": 0.01}
 

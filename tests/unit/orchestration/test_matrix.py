@@ -258,3 +258,54 @@ def test_a_matrix_column_is_named_for_the_reader_with_its_metric_in_figures_and_
     assert matrix_label("neural_cleanse") == "Neural Cleanse\n+ unlearning\n(ASR after)"
     assert display_name("fine_pruning") == "fine-pruning"
     assert display_name("neural_cleanse") == "Neural Cleanse + unlearning"
+
+
+def test_the_matrix_runs_every_attack_at_each_seed_with_that_runs_own_target(
+    monkeypatch,
+):
+    from types import SimpleNamespace
+
+    from backdoor_utils.orchestration import matrix as module
+    from backdoor_utils.orchestration.experiments import Experiment
+
+    trained, cells = [], []
+
+    def run_attack(exp, device):
+        trained.append((exp.attack, exp.seed, exp.target_label))
+        return SimpleNamespace(splits=None, clean_acc=0.99, asr=0.9)
+
+    monkeypatch.setattr(module, "run_attack", run_attack)
+    monkeypatch.setattr(module, "defender_data", lambda splits, n_tune: None)
+    monkeypatch.setattr(
+        module,
+        "defense_cell_cached",
+        lambda *args: cells.append(args) or {"value": 0.5},
+    )
+    frame = module.defense_matrix(
+        {"patch": Experiment("patch")},
+        [(0, 0), (1, 3)],
+        {"strip": None, "fine_pruning": None},
+        priced=False,
+    )
+    assert trained == [("patch", 0, 0), ("patch", 1, 3)]
+    assert list(zip(frame.seed, frame.target)) == [(0, 0), (0, 0), (1, 3), (1, 3)]
+    assert all(args[-1] is False for args in cells)  # priced passed on to each cell
+    with pytest.raises(ValueError, match="runs"):
+        module.defense_matrix({"patch": Experiment("patch")}, [(0, 0), (0, 3)], {})
+
+
+def test_an_unpriced_detector_cell_trains_no_model(monkeypatch):
+    from types import SimpleNamespace
+
+    from backdoor_utils.orchestration import defend
+
+    scores = {"precision": 0.5, "recall": 0.5, "f1": 0.5}
+    found = SimpleNamespace(flags=None)
+    monkeypatch.setattr(defend, "detect_and_score", lambda *a, **k: (found, scores))
+
+    def retrain_without(*args):
+        raise AssertionError("an unpriced detection retrains nothing")
+
+    monkeypatch.setattr(defend, "retrain_without", retrain_without)
+    cell = defend.defense_cell(None, "spectral_signatures", None, None, priced=False)
+    assert cell == {"value": 0.5, "precision": 0.5, "recall": 0.5, "f1": 0.5}
