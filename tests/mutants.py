@@ -211,6 +211,13 @@ MUTANTS = [
         "model = result.model",
         "orchestration/test_defend.py",
     ),
+    _m(
+        "a map's choice taken from one seed, not every seed",
+        "orchestration/studies.py",
+        'asr=("asr", "min"),',
+        'asr=("asr", "first"),',
+        "orchestration/test_studies.py",
+    ),
     # detectors
     _m(
         "Spectral Signatures removes the lowest scores",

@@ -1,6 +1,7 @@
 """Reader-side summaries: where the true poisons ended up, why a detection run missed,
 the\nstealth / poison pick, the matrix summary; and the matrix's cached cells."""
 
+import pandas as pd
 import numpy as np
 import torch
 
@@ -325,3 +326,34 @@ def test_singular_directions_use_the_detectors_layer_and_scoring():
     assert at_conv["recall of the removal"][0] >= 0.95
     elsewhere = detectors.get("spectral_signatures", layer="penultimate")
     assert singular_directions(run, elsewhere, 3)["recall of the removal"][0] < 0.5
+
+
+def test_a_map_over_seeds_keeps_what_holds_at_every_seed_and_its_choice_follows():
+    from backdoor_utils.orchestration.studies import cheapest_setting, worst_over_seeds
+
+    # eps 8/255 at 1% implants at seed 0 only; 8/255 at 2% at every seed
+    per_seed = pd.DataFrame(
+        [
+            {
+                "eps": e / 255,
+                "poison_rate": r,
+                "seed": s,
+                "n_poison": n,
+                "psnr_db_median": p,
+                "clean_acc": 0.99,
+                "asr": a,
+            }
+            for e, r, n, p, asrs in [
+                (8, 0.01, 540, 37.7, [0.995, 0.51, 0.11]),
+                (8, 0.02, 1080, 37.7, [0.99, 0.985, 0.981]),
+            ]
+            for s, a in enumerate(asrs)
+        ]
+    )
+    worst = worst_over_seeds(per_seed, "eps")
+    assert list(worst.asr) == [0.11, 0.981] and list(worst.n_seeds) == [3, 3]
+    assert worst.asr_by_seed[0] == "0.99, 0.51, 0.11"  # each seed's ASR, shown
+    pick = cheapest_setting(worst, "eps", 35.0, 0.98, scale=255, unit="/255")
+    assert pick.row["n_poison"] == 1080  # not the 540 that worked at seed 0 alone
+    one_seed = cheapest_setting(per_seed[per_seed.seed == 0], "eps", 35.0, 0.98)
+    assert one_seed.row["n_poison"] == 540  # what a map of one seed would have chosen
