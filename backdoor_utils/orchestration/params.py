@@ -59,6 +59,7 @@ RULES = {
     "sig_share": open_unit,
     "sig_shares": list_of(open_unit),
     "wanet_poison_rate": open_unit,
+    "first_payload_rate": open_unit,
     "ss_epsilon": open_unit,
     "ss_layer": choice(LAYERS),
     "ss_scoring": choice(SCORINGS),
