@@ -87,6 +87,13 @@ MUTANTS = [
         "attacks/test_base.py",
     ),
     _m(
+        "SIG poisons with the test-time delta, not the training one",
+        "attacks/sig.py",
+        "trigger = trigger or SinusoidTrigger(self.sig_delta, self.sig_frequency)",
+        "trigger = trigger or self.trigger(seed)",
+        "attacks/test_sig.py",
+    ),
+    _m(
         "WaNet trains without the authors' post-warp augmentation",
         "attacks/wanet.py",
         "PostWarpAugment() if self.post_augment else None",

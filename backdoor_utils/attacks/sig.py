@@ -4,8 +4,10 @@ target class only*, whose labels stay correct; at test time the same signal adde
 image should send it to the target. ``poison_rate`` is the share of the target class's
 training images that carry the signal.
 
-The paper's MNIST settings are delta = 20 (on a 0-255 scale) and f = 6; the book uses
-the same delta for poisoning and testing and clamps to [0, 1].
+The paper's MNIST settings are delta = 20 (on a 0-255 scale) and f = 6, clamped to [0,
+1]. The paper tests with a stronger signal than it trains with: ``sig_test_delta`` is
+the test-time delta (None: the training one), so the attack poisons with ``sig_delta``
+and triggers with ``sig_test_delta``.
 """
 
 from __future__ import annotations
@@ -46,9 +48,24 @@ class SIG(Attack):
 
     name = "sig"
     policy = "clean-label"
-    rules = {"sig_delta": positive(1.0), "sig_frequency": integer(1, 14)}
+    rules = {
+        "sig_delta": positive(1.0),
+        "sig_frequency": integer(1, 14),
+        "sig_test_delta": lambda name, value: value is None
+        or positive(1.0)(name, value),
+    }
     sig_delta: float = 20 / 255
     sig_frequency: int = 6
+    sig_test_delta: float | None = None
 
     def trigger(self, seed: int = 0) -> SinusoidTrigger:
-        return SinusoidTrigger(self.sig_delta, self.sig_frequency)
+        """The test-time trigger (``sig_test_delta``, or the training delta)."""
+        delta = self.sig_delta if self.sig_test_delta is None else self.sig_test_delta
+        return SinusoidTrigger(delta, self.sig_frequency)
+
+    def poison(
+        self, x, y, target_label: int, poison_rate: float, seed: int = 0, trigger=None
+    ):
+        """The target class's images signed with the *training* delta."""
+        trigger = trigger or SinusoidTrigger(self.sig_delta, self.sig_frequency)
+        return super().poison(x, y, target_label, poison_rate, seed, trigger)

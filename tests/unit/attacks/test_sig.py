@@ -32,3 +32,22 @@ def test_sig_adds_a_horizontal_sinusoid_to_target_class_images_only_and_keeps_la
     assert torch.allclose(
         p.x[p.is_poison], exp.trigger().apply(splits.x_train[p.is_poison])
     )
+
+
+def test_sig_poisons_with_the_training_delta_and_triggers_with_the_test_delta(splits):
+    from backdoor_utils.attacks.sig import SinusoidTrigger
+
+    exp = Experiment(
+        "sig", target_label=2, poison_rate=0.3, n_train=2000, sig_test_delta=60 / 255
+    )
+    p = poisoned_training_set(exp, splits)
+    signed = splits.x_train[p.is_poison]
+    assert torch.allclose(p.x[p.is_poison], SinusoidTrigger(20 / 255).apply(signed))
+    assert exp.trigger() == SinusoidTrigger(60 / 255)  # the stronger test signal
+    assert Experiment("sig").trigger() == SinusoidTrigger(20 / 255)  # default: same
+    try:
+        Experiment("sig", sig_test_delta=0.0)
+    except ValueError as error:
+        assert "sig_test_delta" in str(error)
+    else:
+        raise AssertionError("a test delta of 0 must be refused")
