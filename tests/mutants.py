@@ -214,8 +214,8 @@ MUTANTS = [
     _m(
         "a detector's price read from the attacked model, not the retrained one",
         "orchestration/defend.py",
-        "model = retrain_without(result, found.flags, device)",
-        "model = result.model",
+        "_price_of(result, defender, retrain_without(result, found.flags, device))",
+        "_price_of(result, defender, result.model)",
         "orchestration/test_defend.py",
     ),
     _m(
@@ -422,9 +422,9 @@ MUTANTS = [
     ),
     _m(
         "the matrix scores activation clustering by recall",
-        "orchestration/defend.py",
-        'value = scores["f1"] if name == "activation_clustering" else scores["recall"]',
-        'value = scores["recall"]',
+        "detectors/activation_clustering.py",
+        '"activation\\nclustering", "detection", "f1")',
+        '"activation\\nclustering", "detection", "recall")',
         "orchestration/test_defend.py",
     ),
     _m(

@@ -14,6 +14,7 @@ from typing import ClassVar
 import torch
 
 from ..core.codekey import keyed_elsewhere
+from ..core.registry import Registry
 
 # --- poisoned training sets
 # ---------------------------------------------------------------------
@@ -190,15 +191,10 @@ class Attack:
 # --- the registry
 # ----------------------------------------------------------------------------------
 
-REGISTRY: dict[str, type[Attack]] = {}
 
-
-@keyed_elsewhere(
-    "it only files the class by name; each attack's class is a root of its own keys"
-)
-def register(cls: type[Attack]) -> type[Attack]:
-    """Class decorator: make ``cls`` available by its ``name``."""
-    if not cls.name or cls.name == "none":
+def _check_attack(cls: type[Attack]) -> None:
+    """An attack's name is not the clean run's ("none") and its policy is known."""
+    if cls.name == "none":
         raise ValueError(
             f"attack name: must be a non-empty name other than 'none', got {cls.name!r}"
         )
@@ -207,31 +203,12 @@ def register(cls: type[Attack]) -> type[Attack]:
             f"policy: must be one of {', '.join(map(repr, POLICIES))}, got"
             f" {cls.policy!r}"
         )
-    REGISTRY[cls.name] = cls
-    return cls
 
 
-def names() -> tuple:
-    """The registered attacks' names."""
-    return tuple(REGISTRY)
-
-
-def get(name: str, **params) -> Attack:
-    """The attack called ``name`` built with ``params`` (its own parameters; unknown
-    ones refused)."""
-    if name not in REGISTRY:
-        raise ValueError(
-            f"attack: must be one of {', '.join(map(repr, REGISTRY))}, got {name!r}"
-        )
-    cls = REGISTRY[name]
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise ValueError(
-            f"{unknown[0]}: not a parameter of the {name!r} attack; its parameters are "
-            f"{', '.join(sorted(known)) or 'none'}"
-        )
-    return cls(**params)
+_REGISTRY = Registry("attack", check=_check_attack)
+#: The registered attacks by name.
+REGISTRY: dict[str, type[Attack]] = _REGISTRY.classes
+register, names, get = _REGISTRY.register, _REGISTRY.names, _REGISTRY.get
 
 
 def parameter_rules() -> dict:

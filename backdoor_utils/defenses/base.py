@@ -15,6 +15,7 @@ import torch
 from ..core.data import Splits
 from ..core.metrics import attack_success_rate, clean_accuracy, non_target_mask
 from ..core.models import SimpleCNN
+from ..core.column import Column
 from ..core.registry import Registry, check_rules
 from ..core.training import activations, predict
 
@@ -177,6 +178,8 @@ class Defense:
 
     name: ClassVar[str] = ""
     rules: ClassVar[dict] = {}
+    #: the defense's column in the attack x defense matrix (None: not in it)
+    column: ClassVar[Column | None] = None
 
     def __post_init__(self):
         check_rules(self)

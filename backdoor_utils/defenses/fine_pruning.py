@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ..core.checks import integer, positive
 from ..core.models import SimpleCNN
 from ..core.training import TrainConfig, activations, train_model
+from ..core.column import Column
 from .base import DefenderData, Defense, Repair, SharedConvMetrics, register
 
 
@@ -137,6 +138,7 @@ class FinePruning(Defense):
     then fine-tuned for ``finetune_epochs`` on the defender's clean tuning images."""
 
     name = "fine_pruning"
+    column = Column("ASR after", False, 0.05, "fine-\npruning", "repair")
     rules = {"max_val_drop": positive(1.0), "finetune_epochs": integer(1, 50)}
     max_val_drop: float = 0.04
     finetune_epochs: int = 5

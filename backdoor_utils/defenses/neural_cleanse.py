@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ..core.checks import integer, positive
 from ..core.models import SimpleCNN
 from ..core.training import EVAL_BATCH, TrainConfig, predict, train_model
+from ..core.column import Column
 from .base import DefenderData, Defense, Repair, register
 
 
@@ -500,6 +501,9 @@ class NeuralCleanse(Defense):
     :func:`neural_cleanse`; the orchestration passes a cached one)."""
 
     name = "neural_cleanse"
+    column = Column(
+        "ASR after", False, 0.05, "Neural Cleanse\n+ unlearning", "reversal_repair"
+    )
     rules = {
         "steps": integer(1, 10000),
         "n_samples": integer(16, 5000),

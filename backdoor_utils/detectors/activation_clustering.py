@@ -22,6 +22,7 @@ from sklearn.metrics import silhouette_score
 
 from ..core.checks import choice, integer, open_unit, positive, silhouette
 from ..core.training import TrainConfig, activations, predict, train_model
+from ..core.column import Column
 from .base import Detector, register
 
 
@@ -328,6 +329,7 @@ class ActivationClustering(Detector):
     parameters."""
 
     name = "activation_clustering"
+    column = Column("F1", True, 0.9, "activation\nclustering", "detection", "f1")
     rules = {
         "n_components": integer(2, 128),
         "reduction": choice(("ica", "pca")),

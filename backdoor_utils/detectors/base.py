@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import torch
 
+from ..core.column import Column
 from ..core.registry import Registry, check_rules
 
 
@@ -27,6 +28,8 @@ class Detector:
 
     name: ClassVar[str] = ""
     rules: ClassVar[dict] = {}
+    #: the detector's column in the attack x defense matrix (None: not in it)
+    column: ClassVar[Column | None] = None
 
     def __post_init__(self):
         check_rules(self)

@@ -33,6 +33,7 @@ import torch
 
 from ..core.checks import choice, open_unit
 from ..core.training import activations
+from ..core.column import Column
 from .base import Detector, register
 
 #: The layers the detector can read (:func:`backdoor_utils.core.training.activations`):
@@ -82,6 +83,7 @@ class SpectralSignatures(Detector):
     :data:`SCORINGS`)."""
 
     name = "spectral_signatures"
+    column = Column("recall", True, 0.9, "Spectral\nSignatures", "detection", "recall")
     rules = {"epsilon": open_unit, "layer": choice(LAYERS), "scoring": choice(SCORINGS)}
     epsilon: float = 0.1
     layer: str = "conv"

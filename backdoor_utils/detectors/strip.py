@@ -27,6 +27,7 @@ from scipy.stats import norm
 
 from ..core.checks import choice, integer, open_unit
 from ..core.training import predict_proba
+from ..core.column import Column
 from .base import Detector, register
 
 #: How an input and an overlay are superimposed: the plain float sum (the reference) or
@@ -56,6 +57,7 @@ class STRIP(Detector):
     "quantile", the empirical one)."""
 
     name = "strip"
+    column = Column("FAR", False, 0.05, "STRIP", "screening")
     rules = {
         "n_overlays": integer(1, 1000),
         "frr": open_unit,

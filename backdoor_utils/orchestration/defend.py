@@ -245,9 +245,88 @@ def price(result: AttackResult, after: dict) -> dict:
     }
 
 
+def detection_cell(
+    result: AttackResult, method, defender, seed, device, strip_inputs, priced
+) -> dict:
+    """A detector's cell: its column's score against the true flags as ``value``,
+    precision, recall and F1 beside it and, when ``priced``, the price of the model
+    retrained without what it flagged - the repair the detectors' papers propose."""
+    found, scores = detect_and_score(result, method, seed, device)
+    cell = {
+        "value": scores[method.column.score],
+        "precision": scores["precision"],
+        "recall": scores["recall"],
+        "f1": scores["f1"],
+    }
+    if not priced:
+        return cell
+    return {
+        **cell,
+        **_price_of(result, defender, retrain_without(result, found.flags, device)),
+    }
+
+
+def screening_cell(
+    result: AttackResult, method, defender, seed, device, strip_inputs, priced
+) -> dict:
+    """An input filter's cell: the false-acceptance rate of triggered inputs as
+    ``value``, with the AUROC and the clean false-rejection rate (its price: the model
+    is not changed)."""
+    screening = screen_inputs(result, method, defender, strip_inputs, seed)
+    return {"value": screening.far, "auroc": screening.auroc, "frr": screening.frr}
+
+
+def repair_cell(
+    result: AttackResult, method, defender, seed, device, strip_inputs, priced
+) -> dict:
+    """A repair's cell: the ASR after the repair as ``value``, with its price."""
+    model = method.repair(result.model, defender, seed, device).model
+    after = _price_of(result, defender, model)
+    return {"value": after["asr_after"], **after}
+
+
+def reversal_repair_cell(
+    result: AttackResult, method, defender, seed, device, strip_inputs, priced
+) -> dict:
+    """Neural Cleanse's cell: the labels its (cached) reversed triggers flag unlearned,
+    the ASR after as ``value``, with its price."""
+    report = cleanse(result, method, defender.x_tune)
+    model = method.unlearn_flagged(result.model, report, defender, seed, device)
+    after = _price_of(result, defender, model)
+    return {"value": after["asr_after"], **after}
+
+
+#: The function that computes a cell of each kind (:data:`~..core.column.CELL_KINDS`).
+CELLS = {
+    "detection": detection_cell,
+    "screening": screening_cell,
+    "repair": repair_cell,
+    "reversal_repair": reversal_repair_cell,
+}
+
+
+def _price_of(result: AttackResult, defender: DefenderData, model) -> dict:
+    """:func:`price` of ``model``, measured on the test set (and the defender's
+    selection images)."""
+    target = result.experiment.target_label
+    measure = Measure(defender, result.splits, result.trigger, target)
+    return price(result, measure(model))
+
+
+def cell_function(method):
+    """The function that computes ``method``'s cells (by its column's kind)."""
+    return CELLS[type(method).column.cell]
+
+
+def cell_roots(method) -> tuple:
+    """What a cell of ``method`` is keyed on besides its spec: the function of its kind
+    and the method's class - so a change to one kind's function, or to one method,
+    re-keys only its own cells."""
+    return (cell_function(method), type(method))
+
+
 def defense_cell(
     result: AttackResult,
-    name: str,
     method,
     defender: DefenderData,
     seed: int = 0,
@@ -255,41 +334,13 @@ def defense_cell(
     strip_inputs: int = 1000,
     priced: bool = True,
 ) -> dict:
-    """One cell of the matrix: ``method`` (the defense called ``name``) against
-    ``result``, its main metric as ``value`` plus what the reader needs beside it
-    (precision, AUROC) and, for every defense that changes the model, its price
-    (:func:`price`): a detector's model is the one retrained without what it flagged,
-    as the detectors' papers repair (not trained when ``priced`` is False: the
-    detection alone); STRIP leaves the model as it is and costs the clean inputs it
-    rejects (``frr``).
-    """
-    if name == "strip":
-        screening = screen_inputs(result, method, defender, strip_inputs, seed)
-        return {"value": screening.far, "auroc": screening.auroc, "frr": screening.frr}
-    if name in ("activation_clustering", "spectral_signatures"):
-        found, scores = detect_and_score(result, method, seed, device)
-        value = scores["f1"] if name == "activation_clustering" else scores["recall"]
-        cell = {
-            "value": value,
-            "precision": scores["precision"],
-            "recall": scores["recall"],
-            "f1": scores["f1"],
-        }
-        if not priced:
-            return cell
-        model = retrain_without(result, found.flags, device)
-    elif name == "neural_cleanse":
-        report = cleanse(result, method, defender.x_tune)
-        model = method.unlearn_flagged(result.model, report, defender, seed, device)
-        cell = {}
-    else:
-        model = method.repair(result.model, defender, seed, device).model
-        cell = {}
-    target = result.experiment.target_label
-    after = price(
-        result, Measure(defender, result.splits, result.trigger, target)(model)
+    """One cell of the matrix: ``method`` against ``result``, computed as its column
+    says (:data:`CELLS`) - its main metric as ``value`` plus what the reader needs
+    beside it and, for every method that changes the model, its price (:func:`price`;
+    a detector's only when ``priced``)."""
+    return cell_function(method)(
+        result, method, defender, seed, device, strip_inputs, priced
     )
-    return {"value": after["asr_after"], **cell, **after}
 
 
 def defense_cell_cached(
@@ -323,11 +374,11 @@ def defense_cell_cached(
     }
     cell, _ = train_cached(
         spec,
-        lambda: defense_cell(
-            result, name, method, defender, seed, device, strip_inputs, priced
+        lambda: cell_function(method)(
+            result, method, defender, seed, device, strip_inputs, priced
         ),
         kind="matrix_cells",
-        code=(defense_cell, type(method)),
+        code=cell_roots(method),
         device=device,
     )
     return cell

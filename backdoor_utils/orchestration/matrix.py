@@ -18,42 +18,41 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from .. import defenses, detectors
+from ..core.column import Column
 from ..defenses import defender_data
 from .defend import defense_cell_cached
 from .experiments import run_attack
 
-#: The matrix's columns: each defense's main metric and whether a higher value is better
-#: for the defender (detection F1 or recall; the false-acceptance rate of triggered
-#: inputs at the clean false-rejection rate STRIP was set for; the ASR left after a
-#: repair).
-MATRIX_METRICS = {
-    "activation_clustering": ("F1", True),
-    "spectral_signatures": ("recall", True),
-    "strip": ("FAR", False),
-    "fine_pruning": ("ASR after", False),
-    "neural_cleanse": ("ASR after", False),
-}
+
+def columns() -> dict[str, Column]:
+    """The matrix's columns, declared by the methods themselves (their ``column``):
+    every registered detector's, then every registered defense's, by name."""
+    out = {}
+    for registry in (detectors.REGISTRY, defenses.REGISTRY):
+        out.update({n: c.column for n, c in registry.items() if c.column is not None})
+    return out
 
 
-#: How the matrix's columns are named for the reader (figures and tables).
-MATRIX_NAMES = {
-    "activation_clustering": "activation\nclustering",
-    "spectral_signatures": "Spectral\nSignatures",
-    "strip": "STRIP",
-    "fine_pruning": "fine-\npruning",
-    "neural_cleanse": "Neural Cleanse\n+ unlearning",
-}
+def column(defense: str) -> Column:
+    """The column of the detector or defense called ``defense``."""
+    known = columns()
+    if defense not in known:
+        raise ValueError(
+            f"defense: must be one of {', '.join(map(repr, known))}, got {defense!r}"
+        )
+    return known[defense]
 
 
 def display_name(defense: str) -> str:
     """The defense's name on one line ("fine-\\npruning" -> "fine-pruning")."""
-    return MATRIX_NAMES[defense].replace("-\n", "-").replace("\n", " ")
+    return column(defense).name
 
 
 def matrix_label(defense: str) -> str:
     """A matrix column's heading in a figure: the defense's name and, below it, its
     metric."""
-    return f"{MATRIX_NAMES[defense]}\n({MATRIX_METRICS[defense][0]})"
+    return column(defense).label
 
 
 def mean_sd_texts(
@@ -78,7 +77,7 @@ def defense_matrix(
 ) -> pd.DataFrame:
     """Every attack (``{name: Experiment}``) at every run - a ``(seed, target_label)``
     pair, each with its own seed, so that no verdict rests on one target - against
-    every defense (``{name: method}``, names as in :data:`MATRIX_METRICS`): one row per
+    every defense (``{name: method}``, each with its :func:`column`): one row per
     (attack, run, defense), with the attack's own CA and ASR and, when ``priced``, what
     each defense that changes the model costs (:func:`.defend.price`). Models,
     reclassifiers, reversed triggers and the cells themselves are cached
@@ -113,7 +112,7 @@ def defense_matrix(
                         "seed": seed,
                         "target": target,
                         "defense": name,
-                        "metric": MATRIX_METRICS[name][0],
+                        "metric": column(name).metric,
                         "clean_acc": result.clean_acc,
                         "asr": result.asr,
                         **cell,
@@ -132,26 +131,14 @@ def matrix_summary(
     grouped = matrix.groupby(["attack", "defense"], sort=False)["value"]
     mean = grouped.mean().unstack("defense")
     spread = grouped.std(ddof=1).fillna(0.0).unstack("defense")
-    order = [d for d in MATRIX_METRICS if d in mean.columns]
+    order = [d for d in columns() if d in mean.columns]
     attacks = list(dict.fromkeys(matrix.attack))
     mean, spread = mean.loc[attacks, order], spread.loc[attacks, order]
     score = mean.copy()
     for d in order:
-        if not MATRIX_METRICS[d][1]:
+        if not column(d).higher_is_better:
             score[d] = 1 - mean[d]
     return mean, spread, score
-
-
-#: What a defender needs from each defense's main metric: a detector that finds at least
-#: 90% of the poisons (F1 or recall >= 0.9), an input filter that lets at most 5% of
-#: triggered inputs through (FAR <= 0.05), a repair that leaves ASR <= 0.05.
-DEFENDER_NEEDS = {
-    "activation_clustering": 0.9,
-    "spectral_signatures": 0.9,
-    "strip": 0.05,
-    "fine_pruning": 0.05,
-    "neural_cleanse": 0.05,
-}
 
 
 #: The most clean accuracy (percentage points of test CA) a defense that changes the
@@ -175,19 +162,14 @@ def attack_runs(matrix: pd.DataFrame, min_asr: float) -> pd.DataFrame:
     return runs
 
 
-def meets_need(defense: str, value: float, needs: dict = DEFENDER_NEEDS) -> bool:
-    """Whether a cell's value is what a defender needs (the metric's direction from
-    MATRIX_METRICS)."""
-    higher_is_better = MATRIX_METRICS[defense][1]
-    return (
-        bool(value >= needs[defense])
-        if higher_is_better
-        else bool(value <= needs[defense])
-    )
+def meets_need(defense: str, value: float, needs: dict | None = None) -> bool:
+    """Whether a cell's value is what a defender needs: at least (or at most, by the
+    metric's direction) the column's ``need``, or ``needs[defense]`` when given."""
+    return column(defense).meets(value, (needs or {}).get(defense))
 
 
 def run_meets_need(
-    defense: str, value: float, ca_cost_pp: float = float("nan"), needs=DEFENDER_NEEDS
+    defense: str, value: float, ca_cost_pp: float = float("nan"), needs=None
 ) -> bool:
     """Whether one run of a cell gives the defender what it needs: its metric meets the
     need (:func:`meets_need`) and, where the defense changed the model, it cost at most
@@ -257,7 +239,7 @@ class MatrixVerdict:
 
 
 def judge_matrix(
-    matrix: pd.DataFrame, min_asr: float = 0.5, needs: dict = DEFENDER_NEEDS
+    matrix: pd.DataFrame, min_asr: float = 0.5, needs: dict | None = None
 ) -> MatrixVerdict:
     """Judge every cell of ``matrix`` (rows as :func:`evaluation.defense_matrix` returns
     them) over the seeds where its attack reached ASR >= ``min_asr`` before any defense.
@@ -269,9 +251,9 @@ def judge_matrix(
     if len(kept):
         mean, spread, score = (frame.reindex(attacks) for frame in matrix_summary(kept))
     else:
-        defenses = [d for d in MATRIX_METRICS if d in set(matrix.defense)]
+        present = [d for d in columns() if d in set(matrix.defense)]
         mean = spread = score = pd.DataFrame(
-            float("nan"), index=attacks, columns=defenses
+            float("nan"), index=attacks, columns=present
         )
     n_seeds = (
         runs.groupby("attack", sort=False).implanted.sum().reindex(attacks).astype(int)
@@ -301,7 +283,7 @@ def judge_matrix(
     judged = mean.notna()
     meets = n_met.eq(n_seeds, axis=0).astype(float).where(judged)  # every judged seed
     failing = [
-        f"{a} vs {display_name(d)} ({MATRIX_METRICS[d][0]} {mean.loc[a, d]:.2f}, need"
+        f"{a} vs {display_name(d)} ({column(d).metric} {mean.loc[a, d]:.2f}, need"
         f" met at {int(n_met.loc[a, d])} of {n_seeds[a]} seeds)"
         for a in attacks
         for d in mean.columns

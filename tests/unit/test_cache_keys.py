@@ -29,7 +29,7 @@ from backdoor_utils import defenses, detectors
 from backdoor_utils.core.data import load_splits
 from backdoor_utils.defenses import neural_cleanse, pack_reversed
 from backdoor_utils.orchestration.experiments import Experiment, evaluate_attack, retrain_without, train_attack_model, train_on_data_cached
-from backdoor_utils.orchestration.defend import defense_cell, detect_and_score, pack_detection, screen_inputs
+from backdoor_utils.orchestration.defend import cell_roots, detect_and_score, pack_detection, screen_inputs
 
 def entries():
     out = {f"model {a}": (train_attack_model, *Experiment(a).code())
@@ -42,9 +42,12 @@ def entries():
         "reversal": (neural_cleanse, pack_reversed),
         "detection ac": (detect_and_score, pack_detection, ac),
         "screening": (screen_inputs, strip),
-        "cell fine_pruning": (defense_cell, type(defenses.get("fine_pruning"))),
-        "cell spectral_signatures": (defense_cell, ss),
     })
+    # every matrix column's cells, by the roots the package itself declares for them
+    for name in ("activation_clustering", "spectral_signatures", "strip"):
+        out[f"cell {name}"] = cell_roots(detectors.get(name))
+    for name in ("fine_pruning", "neural_cleanse"):
+        out[f"cell {name}"] = cell_roots(defenses.get(name))
     return out
 """
 
@@ -207,12 +210,30 @@ DIRTY = MODELS - {"model none", "model sig"}
             {"cell spectral_signatures"},
             MODELS | {"detection ac", "screening", "cell fine_pruning", "reversal"},
         ),
+        # one kind of cell's code: the cells of that kind only
+        (
+            lambda root: edit(
+                root,
+                "orchestration/defend.py",
+                "report = cleanse(result, method, defender.x_tune)",
+                "report = cleanse(result, method, defender.x_select)",
+            ),
+            {"cell neural_cleanse"},
+            {
+                "cell fine_pruning",
+                "cell strip",
+                "cell activation_clustering",
+                "cell spectral_signatures",
+                "reversal",
+            },
+        ),
     ],
     ids=[
         "default-hyperparameter",
         "training-step",
         "poison-selection",
         "detector-threshold",
+        "one-cell-kind",
     ],
 )
 def test_a_change_that_can_move_a_number_changes_exactly_the_keys_it_affects(

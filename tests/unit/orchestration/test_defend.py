@@ -112,6 +112,8 @@ def test_a_detection_is_scored_against_the_true_poison_flags_not_the_labels():
 
 
 def test_a_matrix_cell_reports_each_defenses_own_metric_and_its_price(monkeypatch):
+    from backdoor_utils import defenses, detectors
+
     scores = {"precision": 0.25, "recall": 0.75, "f1": 0.375}
     flags = torch.tensor([True, False])
     found = SimpleNamespace(flags=flags)
@@ -139,22 +141,26 @@ def test_a_matrix_cell_reports_each_defenses_own_metric_and_its_price(monkeypatc
         trigger=None,
         experiment=SimpleNamespace(target_label=0),
     )
-    cell = defend.defense_cell
-    ac = cell(result, "activation_clustering", None, None)
+
+    def cell(method):
+        return defend.defense_cell(result, method, None)
+
+    ac = cell(detectors.get("activation_clustering"))
     assert ac["value"] == 0.375  # F1
     assert retrained[0] is flags  # the model retrained without what it flagged
     assert ac["asr_after"] == 0.25 and ac["ca_cost_pp"] == pytest.approx(2.0)
     assert ac["der"] == pytest.approx((0.70 - 0.02 + 1) / 2)
-    assert cell(result, "spectral_signatures", None, None)["value"] == 0.75  # recall
-    assert cell(result, "strip", None, None) == {
+    assert cell(detectors.get("spectral_signatures"))["value"] == 0.75  # recall
+    assert cell(detectors.get("strip")) == {
         "value": 0.125,
         "auroc": 0.9,
         "frr": 0.02,
     }  # FAR; STRIP changes no model, so it has no CA price
-    repair = SimpleNamespace(
-        repair=lambda *a: SimpleNamespace(model="retrained")  # any repaired model
+    pruning = defenses.get("fine_pruning")
+    monkeypatch.setattr(
+        type(pruning), "repair", lambda *a: SimpleNamespace(model="retrained")
     )
-    pruned = cell(result, "fine_pruning", repair, None)
+    pruned = cell(pruning)
     assert pruned["value"] == pruned["asr_after"] == 0.25  # ASR after the repair
     assert pruned["clean_acc_after"] == 0.97
 
@@ -223,11 +229,11 @@ def test_matrix_cells_are_cached_per_attack_defense_parameters_and_seed(
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
     computed = []
 
-    def cell(result, name, method, defender, seed, device, strip_inputs, priced):
-        computed.append((name, seed))
+    def cell(result, method, defender, seed, device, strip_inputs, priced):
+        computed.append((method.name, seed))
         return {"value": 0.25 * len(computed), "frr": 0.01}
 
-    monkeypatch.setattr(defend, "defense_cell", cell)
+    monkeypatch.setitem(defend.CELLS, "screening", cell)
     result = SimpleNamespace(
         experiment=Experiment("patch", n_train=1000, epochs=1), key="model-a"
     )

@@ -297,6 +297,7 @@ def test_the_matrix_runs_every_attack_at_each_seed_with_that_runs_own_target(
 def test_an_unpriced_detector_cell_trains_no_model(monkeypatch):
     from types import SimpleNamespace
 
+    from backdoor_utils import detectors
     from backdoor_utils.orchestration import defend
 
     scores = {"precision": 0.5, "recall": 0.5, "f1": 0.5}
@@ -307,5 +308,78 @@ def test_an_unpriced_detector_cell_trains_no_model(monkeypatch):
         raise AssertionError("an unpriced detection retrains nothing")
 
     monkeypatch.setattr(defend, "retrain_without", retrain_without)
-    cell = defend.defense_cell(None, "spectral_signatures", None, None, priced=False)
+    detector = detectors.get("spectral_signatures")
+    cell = defend.defense_cell(None, detector, None, priced=False)
     assert cell == {"value": 0.5, "precision": 0.5, "recall": 0.5, "f1": 0.5}
+
+
+def test_a_registered_defense_brings_its_own_column_into_the_matrix(monkeypatch):
+    """A toy repair declares its column; the matrix, its verdict and its labels find it
+    with no other edit."""
+    from dataclasses import dataclass
+    from types import SimpleNamespace
+
+    from backdoor_utils import defenses
+    from backdoor_utils.core.column import Column
+    from backdoor_utils.orchestration import defend
+    from backdoor_utils.orchestration import matrix as module
+    from backdoor_utils.orchestration.experiments import Experiment
+
+    @dataclass(frozen=True)
+    class Toy(defenses.Defense):
+        name = "toy"
+        column = Column("ASR after", False, 0.05, "toy\nrepair", "repair")
+
+        def repair(self, model, defender, seed=0, device="auto"):
+            return defenses.Repair("repaired")
+
+    monkeypatch.setitem(defenses.REGISTRY, "toy", Toy)
+    monkeypatch.setattr(
+        module,
+        "run_attack",
+        lambda exp, device: SimpleNamespace(
+            model="attacked",
+            splits=None,
+            trigger=None,
+            experiment=exp,
+            clean_acc=0.99,
+            asr=0.98,
+            key=f"model-{exp.seed}",
+        ),
+    )
+    monkeypatch.setattr(module, "defender_data", lambda splits, n_tune: None)
+    monkeypatch.setattr(
+        module,
+        "defense_cell_cached",
+        lambda result, name, method, defender, *rest: defend.defense_cell(
+            result, method, defender
+        ),
+    )
+    monkeypatch.setattr(
+        defend, "Measure", lambda *a: lambda model: {"asr": 0.01, "clean_acc": 0.985}
+    )
+    frame = module.defense_matrix(
+        {"patch": Experiment("patch")}, [(0, 0), (1, 3)], {"toy": Toy()}
+    )
+    assert list(frame.metric) == ["ASR after", "ASR after"]
+    verdict = judge_matrix(frame)
+    assert verdict.meets.loc["patch", "toy"] == 1.0  # ASR 0.01 for half a point of CA
+    assert module.matrix_label("toy") == "toy\nrepair\n(ASR after)"
+    assert module.display_name("toy") == "toy repair"
+    assert list(module.columns())[-1] == "toy"
+
+
+def test_columns_are_declared_by_the_methods_in_registry_order():
+    from backdoor_utils.orchestration.matrix import column, columns
+
+    assert list(columns()) == [
+        "activation_clustering",
+        "spectral_signatures",
+        "strip",
+        "fine_pruning",
+        "neural_cleanse",
+    ]
+    assert column("strip").meets(0.05) and not column("strip").meets(0.06)
+    assert column("spectral_signatures").score == "recall"
+    with pytest.raises(ValueError, match="defense"):
+        column("no_such_defense")
