@@ -225,6 +225,27 @@ MUTANTS = [
         'asr=("asr", "first"),',
         "orchestration/test_studies.py",
     ),
+    _m(
+        "ABL's LGA ascends where it should descend",
+        "defenses/abl.py",
+        "return torch.sign(loss - gamma) * loss",
+        "return torch.sign(gamma - loss) * loss",
+        "defenses/test_abl.py",
+    ),
+    _m(
+        "ABL unlearns by descent, not ascent",
+        "defenses/abl.py",
+        "lambda loss: -loss",
+        "lambda loss: loss",
+        "defenses/test_abl.py",
+    ),
+    _m(
+        "ABL isolates the highest losses",
+        "defenses/abl.py",
+        "torch.argsort(losses, stable=True)",
+        "torch.argsort(-losses, stable=True)",
+        "defenses/test_abl.py",
+    ),
     # detectors
     _m(
         "Spectral Signatures removes the lowest scores",

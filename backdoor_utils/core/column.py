@@ -9,9 +9,10 @@ from dataclasses import dataclass
 #: How one cell is computed (the orchestration has one function per kind): a detector
 #: scored against the true poison flags (and the model retrained without what it
 #: flagged), an input filter scored on test inputs, a repair of the model from the
-#: defender's clean data, and Neural Cleanse's repair of the labels it flags from its
-#: reversed triggers.
-CELL_KINDS = ("detection", "screening", "repair", "reversal_repair")
+#: defender's clean data, Neural Cleanse's repair of the labels it flags from its
+#: reversed triggers, and a training-time defense that trains its own model on the
+#: poisoned training set.
+CELL_KINDS = ("detection", "screening", "repair", "reversal_repair", "training")
 
 
 @dataclass(frozen=True)

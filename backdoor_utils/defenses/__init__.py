@@ -1,6 +1,8 @@
-"""Model-repair defenses, one module each, on clean data only and without knowledge of
-the trigger: fine-pruning (:mod:`.fine_pruning`, Liu et al. 2018, with the original
-study's fc-layer pruning) and Neural Cleanse (:mod:`.neural_cleanse`, Wang et al. 2019).
+"""Defenses, one module each, without knowledge of the trigger: the model repairs
+fine-pruning (:mod:`.fine_pruning`, Liu et al. 2018, with the original study's fc-layer
+pruning) and Neural Cleanse (:mod:`.neural_cleanse`, Wang et al. 2019), on clean data
+only, and Anti-Backdoor Learning (:mod:`.abl`, Li et al. 2021), which trains on the
+poisoned set with no clean data.
 ``defenses.get("fine_pruning")`` builds one by name; the functions of each method are
 re-exported here.
 """
@@ -45,7 +47,11 @@ from .neural_cleanse import (
     unpack_reversed,
 )
 
+# after the repairs, so that the matrix lists its column after theirs
+from .abl import ABL, lga_loss, lowest_loss, per_image_loss  # noqa: E402
+
 __all__ = [
+    "ABL",
     "REGISTRY",
     "CleanseReport",
     "DefenderData",
@@ -67,10 +73,13 @@ __all__ = [
     "fc_pruned",
     "fine_tune",
     "get",
+    "lga_loss",
+    "lowest_loss",
     "mean_channel_activation",
     "names",
     "neural_cleanse",
     "pack_reversed",
+    "per_image_loss",
     "pruned",
     "pruning_curve",
     "register",

@@ -32,6 +32,7 @@ from .experiments import (
     retrain_without,
     tensor_digest,
     train_cached,
+    train_config,
     train_on_data_cached,
 )
 from ..core.metrics import defense_effectiveness_rating, detection_scores
@@ -296,12 +297,33 @@ def reversal_repair_cell(
     return {"value": after["asr_after"], **after}
 
 
+def training_cell(
+    result: AttackResult, method, defender, seed, device, strip_inputs, priced
+) -> dict:
+    """A training-time defense's cell: the ASR of the model it trains on the poisoned
+    training set (with the attack's recipe and seed) as ``value``, its price against
+    the model trained without it and, when it sets images apart, their precision and
+    recall against the true poisons."""
+    x, y, truth = training_set(result)
+    repair = method.train_defended(x, y, train_config(result.experiment), device)
+    after = _price_of(result, defender, repair.model)
+    cell = {"value": after["asr_after"], **after}
+    isolated = repair.details.get("isolated")
+    if isolated is not None:
+        scores = detection_scores(truth, isolated)
+        cell.update(
+            isolated_precision=scores["precision"], isolated_recall=scores["recall"]
+        )
+    return cell
+
+
 #: The function that computes a cell of each kind (:data:`~..core.column.CELL_KINDS`).
 CELLS = {
     "detection": detection_cell,
     "screening": screening_cell,
     "repair": repair_cell,
     "reversal_repair": reversal_repair_cell,
+    "training": training_cell,
 }
 
 

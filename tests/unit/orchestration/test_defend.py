@@ -427,3 +427,39 @@ def test_activation_clustering_detections_are_cached_per_attack_detector_and_see
     assert (
         computed[-2:] == [("SpectralSignatures", 0)] * 2
     )  # other detectors run as they are
+
+
+def test_a_training_time_defense_cell_trains_on_the_poisoned_set_and_scores_what_it_isolated(
+    monkeypatch,
+):
+    from backdoor_utils import defenses
+    from backdoor_utils.orchestration.experiments import Experiment
+
+    x, y = torch.zeros(4, 1, 28, 28), torch.tensor([0, 1, 0, 2])
+    truth = torch.tensor([False, False, True, True])
+    seen = {}
+
+    def train_defended(self, xs, ys, config, device):
+        seen.update(x=xs, y=ys, epochs=config.epochs, seed=config.seed)
+        return defenses.Repair("defended", {"isolated": torch.tensor([0, 0, 1, 0]) > 0})
+
+    abl = defenses.get("abl")
+    monkeypatch.setattr(type(abl), "train_defended", train_defended)
+    monkeypatch.setattr(
+        defend, "Measure", lambda *a: lambda model: {"asr": 0.02, "clean_acc": 0.985}
+    )
+    result = SimpleNamespace(
+        model="attacked",
+        clean_acc=0.99,
+        asr=0.97,
+        splits=None,
+        trigger=None,
+        experiment=Experiment("patch", epochs=3, seed=4),
+        poisoned=SimpleNamespace(x=x, y=y, is_poison=truth),
+    )
+    cell = defend.defense_cell(result, abl, None)
+    assert seen["x"] is x and seen["y"] is y  # the training set as given, poisons in
+    assert (seen["epochs"], seen["seed"]) == (3, 4)  # the attack's own recipe
+    assert cell["value"] == cell["asr_after"] == 0.02
+    assert cell["ca_cost_pp"] == pytest.approx(0.5)
+    assert (cell["isolated_precision"], cell["isolated_recall"]) == (1.0, 0.5)

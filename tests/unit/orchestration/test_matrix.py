@@ -378,6 +378,7 @@ def test_columns_are_declared_by_the_methods_in_registry_order():
         "strip",
         "fine_pruning",
         "neural_cleanse",
+        "abl",
     ]
     assert column("strip").meets(0.05) and not column("strip").meets(0.06)
     assert column("spectral_signatures").score == "recall"
