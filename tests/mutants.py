@@ -189,6 +189,20 @@ MUTANTS = [
         "    if actual != expected and False:\n",
         "core/test_data.py",
     ),
+    _m(
+        "SCALE-UP's scores inverted (the consistent inputs taken as clean)",
+        "detectors/scale_up.py",
+        "    suspicious_below = False",
+        "    suspicious_below = True",
+        "detectors/test_scale_up.py",
+    ),
+    _m(
+        "SCALE-UP scales without clipping to the image range",
+        "detectors/scale_up.py",
+        "predict(model, (x * h).clamp(0.0, 1.0)) == own",
+        "predict(model, x * h) == own",
+        "detectors/test_scale_up.py",
+    ),
     # the matrix's price
     _m(
         "DER adds the accuracy drop (BackdoorBench's other code path)",
@@ -413,9 +427,9 @@ MUTANTS = [
     _m(
         "STRIP's threshold set on test images",
         "orchestration/defend.py",
-        "threshold = strip.threshold(result.model, defender.x_select, defender.x_tune,"
+        "threshold = method.threshold(result.model, defender.x_select, defender.x_tune,"
         " seed)",
-        "threshold = strip.threshold(result.model, splits.x_test[:n_inputs],"
+        "threshold = method.threshold(result.model, splits.x_test[:n_inputs],"
         " defender.x_tune, seed)",
         "orchestration/test_defend.py",
     ),
@@ -429,8 +443,8 @@ MUTANTS = [
     _m(
         "STRIP's FAR counts the rejected",
         "orchestration/defend.py",
-        "float((h_trig >= threshold).float().mean())",
-        "float((h_trig < threshold).float().mean())",
+        "float((~flagged(s_trig)).float().mean())",
+        "float(flagged(s_trig).float().mean())",
         "orchestration/test_defend.py",
     ),
     _m(

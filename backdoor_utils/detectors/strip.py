@@ -68,6 +68,8 @@ class STRIP(Detector):
     frr: float = 0.01
     blend: str = "sum"
     threshold_rule: str = "normal"
+    #: an input is suspicious when its statistic (the entropy) is *below* the threshold
+    suspicious_below = True
 
     def superimpose(self, x: torch.Tensor, overlays: torch.Tensor) -> torch.Tensor:
         """Every input ``x`` [n, 1, 28, 28] plus each of its overlays [n, m, 1, 28, 28],
@@ -117,6 +119,12 @@ class STRIP(Detector):
             h = -(p * p.log2()).sum(1).view(len(xs), self.n_overlays)
             out.append(h.mean(1).float())
         return torch.cat(out) if out else torch.zeros(0)
+
+    def statistic(
+        self, model, x: torch.Tensor, x_pool: torch.Tensor, seed: int = 0
+    ) -> torch.Tensor:
+        """The input filter's statistic: :meth:`entropy`."""
+        return self.entropy(model, x, x_pool, seed)
 
     def threshold(
         self, model, x_clean: torch.Tensor, x_pool: torch.Tensor, seed: int = 0

@@ -25,7 +25,6 @@ from ..detectors.activation_clustering import (
     Detection,
     Reclassification,
 )
-from ..detectors.strip import STRIP
 from .experiments import (
     AttackResult,
     cleanse,
@@ -158,11 +157,13 @@ def detect_cached(
 
 @dataclass
 class Screening:
-    """STRIP on one attack: entropies of clean and triggered test inputs, the threshold
-    the defender set on its own clean images, and the rates the reader scores."""
+    """An input filter (STRIP, SCALE-UP) on one attack: its statistic on clean and on
+    triggered test inputs (STRIP: entropy in bits; SCALE-UP: scaled prediction
+    consistency), the threshold the defender set on its own clean images, and the rates
+    the reader scores."""
 
-    clean_entropy: torch.Tensor
-    triggered_entropy: torch.Tensor
+    clean_score: torch.Tensor
+    triggered_score: torch.Tensor
     threshold: float
     frr: float  # clean test inputs rejected
     far: float  # triggered test inputs accepted
@@ -171,62 +172,67 @@ class Screening:
 
 def screen_inputs(
     result: AttackResult,
-    strip: STRIP,
+    method,
     defender: DefenderData,
     n_inputs: int = 1000,
     seed: int = 0,
 ) -> Screening:
-    """STRIP against ``result``: overlays from the defender's tuning images, the
-    threshold from its selection images (a false-rejection rate of ``strip.frr`` there),
-    then the first ``n_inputs`` clean test images and as many triggered non-target test
-    images, scored."""
+    """An input filter against ``result``: the threshold from the defender's selection
+    images (any overlays from its tuning images), then its statistic on the first
+    ``n_inputs`` clean test images and as many triggered non-target test images,
+    scored - an input is flagged on the side of the threshold that
+    ``method.suspicious_below`` says."""
     splits, target = result.splits, result.experiment.target_label
-    threshold = strip.threshold(result.model, defender.x_select, defender.x_tune, seed)
+    threshold = method.threshold(result.model, defender.x_select, defender.x_tune, seed)
     clean = splits.x_test[:n_inputs]
     keep = splits.y_test != target
     triggered = result.trigger.apply(splits.x_test[keep][:n_inputs])
-    h_clean = strip.entropy(result.model, clean, defender.x_tune, seed + 1)
-    h_trig = strip.entropy(result.model, triggered, defender.x_tune, seed + 2)
-    truth = np.r_[np.zeros(len(h_clean)), np.ones(len(h_trig))]
-    auroc = float(
-        roc_auc_score(truth, -np.r_[h_clean.numpy(), h_trig.numpy()])
-    )  # low entropy = triggered
+    s_clean = method.statistic(result.model, clean, defender.x_tune, seed + 1)
+    s_trig = method.statistic(result.model, triggered, defender.x_tune, seed + 2)
+
+    def flagged(score: torch.Tensor) -> torch.Tensor:
+        return score < threshold if method.suspicious_below else score >= threshold
+
+    truth = np.r_[np.zeros(len(s_clean)), np.ones(len(s_trig))]
+    suspicion = np.r_[s_clean.numpy(), s_trig.numpy()]
+    if method.suspicious_below:
+        suspicion = -suspicion
     return Screening(
-        h_clean,
-        h_trig,
+        s_clean,
+        s_trig,
         threshold,
-        float((h_clean < threshold).float().mean()),
-        float((h_trig >= threshold).float().mean()),
-        auroc,
+        float(flagged(s_clean).float().mean()),
+        float((~flagged(s_trig)).float().mean()),
+        float(roc_auc_score(truth, suspicion)),
     )
 
 
 def screen_inputs_cached(
     result: AttackResult,
-    strip: STRIP,
+    method,
     defender: DefenderData,
     n_inputs: int = 1000,
     seed: int = 0,
     device: str = "auto",
 ) -> Screening:
-    """:func:`screen_inputs`, cached under the attack's full spec, STRIP's parameters, a
-    hash of the defender's images, ``n_inputs``, the seed, the model's key and the
-    screening's code: a chapter that re-executes screens nothing again."""
+    """:func:`screen_inputs`, cached under the attack's full spec, the filter's
+    parameters, a hash of the defender's images, ``n_inputs``, the seed, the model's key
+    and the screening's code: a chapter that re-executes screens nothing again."""
     spec = {
         "kind": "screening",
         **result.experiment.spec(),
         "model": result.key,
-        "detector": strip.name,
-        "detector_params": asdict(strip),
+        "detector": method.name,
+        "detector_params": asdict(method),
         "defender_images": tensor_digest(defender.x_select, defender.x_tune),
         "n_inputs": n_inputs,
         "screening_seed": seed,
     }
     payload, _ = train_cached(
         spec,
-        lambda: asdict(screen_inputs(result, strip, defender, n_inputs, seed)),
+        lambda: asdict(screen_inputs(result, method, defender, n_inputs, seed)),
         kind="screenings",
-        code=(screen_inputs, type(strip)),
+        code=(screen_inputs, type(method)),
         device=device,
     )
     return Screening(**payload)

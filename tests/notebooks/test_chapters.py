@@ -315,14 +315,18 @@ def test_defense_matrix_scores_spectral_signatures_strip_and_every_cell(chapter)
     assert (
         v["strip_frr_test"] < 0.05
     )  # the threshold set on held-out clean images holds on the test set
-    # the pixel attack implants its backdoor at this scale, so all five of its cells are
+    assert 0.0 <= v["scale_far"] <= 1.0 and 0.0 <= v["scale_auroc"] <= 1.0
+    assert v["scale_saturation_sentence"].startswith("Saturation hurts") == (
+        v["scale_clean_full"] >= 0.01
+    )
+    # the pixel attack implants its backdoor at this scale, so all seven of its cells are
     # judged
-    assert (v["n_attacks"], v["n_defenses"], v["n_seeds"], v["n_cells"]) == (1, 5, 2, 5)
+    assert (v["n_attacks"], v["n_defenses"], v["n_seeds"], v["n_cells"]) == (1, 7, 2, 7)
     assert (
         v["implanted_sentence"].startswith("Every attack implanted")
         and v["implanted_patch"] != "0/2"
     )
-    assert len([k for k in v if k.startswith("cell_patch_")]) == 5
+    assert len([k for k in v if k.startswith("cell_patch_")]) == 7
     failing = [] if v["failing_cells"] == "none" else v["failing_cells"].split("; ")
     assert len(failing) == v["n_cells"] - v["n_cells_ok"]
 

@@ -36,6 +36,8 @@ class _EntropyIsPixelZero:
     """A STRIP stand-in: an input's entropy is its pixel (0, 0); records what it was
     given."""
 
+    suspicious_below = True  # low entropy: triggered
+
     def __init__(self):
         self.calls = {}
 
@@ -43,7 +45,7 @@ class _EntropyIsPixelZero:
         self.calls["threshold"] = (x_clean, x_pool)
         return 0.5
 
-    def entropy(self, model, x, x_pool, seed=0):
+    def statistic(self, model, x, x_pool, seed=0):
         self.calls.setdefault("entropy", []).append(x_pool)
         return x[:, 0, 0, 0].clone()
 
@@ -88,7 +90,7 @@ def test_strip_is_scored_on_non_target_test_inputs_with_a_threshold_from_the_def
     assert screening.far == pytest.approx(
         expected_far
     )  # accepted = at or above the threshold
-    assert len(screening.triggered_entropy) == int(non_target.sum())
+    assert len(screening.triggered_score) == int(non_target.sum())
 
 
 def test_a_detection_is_scored_against_the_true_poison_flags_not_the_labels():
@@ -299,8 +301,8 @@ def test_strip_screenings_are_cached_per_attack_parameters_defender_images_and_s
 
     first, again = run(), run()
     assert len(computed) == 1  # the second from the cache, as it was
-    assert torch.equal(again.clean_entropy, torch.tensor([2.5, 3.0])) and torch.equal(
-        again.triggered_entropy, torch.tensor([0.25])
+    assert torch.equal(again.clean_score, torch.tensor([2.5, 3.0])) and torch.equal(
+        again.triggered_score, torch.tensor([0.25])
     )
     assert (again.threshold, again.frr, again.far, again.auroc) == (
         first.threshold,
@@ -463,3 +465,30 @@ def test_a_training_time_defense_cell_trains_on_the_poisoned_set_and_scores_what
     assert cell["value"] == cell["asr_after"] == 0.02
     assert cell["ca_cost_pp"] == pytest.approx(0.5)
     assert (cell["isolated_precision"], cell["isolated_recall"]) == (1.0, 0.5)
+
+
+class _ConsistencyIsPixelZero(_EntropyIsPixelZero):
+    """A SCALE-UP stand-in: suspicious at or *above* the threshold."""
+
+    suspicious_below = False
+
+
+def test_an_input_filter_suspicious_above_its_threshold_is_scored_the_other_way():
+    y_test = torch.arange(100) % 10
+    x_test = _coded(100, torch.where(torch.arange(100) < 30, 0.2, 0.8))
+    x_test[:, 0, 0, 2] = ((torch.arange(100) % 4 == 0) | (y_test == TARGET)).float()
+    result = SimpleNamespace(
+        model=None,
+        trigger=_Trigger(),
+        experiment=SimpleNamespace(target_label=TARGET),
+        splits=SimpleNamespace(x_test=x_test, y_test=y_test),
+    )
+    defender = SimpleNamespace(x_tune=_coded(20, 0.3), x_select=_coded(10, 0.4))
+    screening = defend.screen_inputs(
+        result, _ConsistencyIsPixelZero(), defender, n_inputs=100
+    )
+    assert screening.frr == pytest.approx(0.70)  # clean at 0.8: at or above 0.5
+    non_target = y_test != TARGET
+    bright = float(((torch.arange(100) % 4 == 0) & non_target).sum() / non_target.sum())
+    assert screening.far == pytest.approx(1 - bright)  # accepted: below the threshold
+    assert screening.auroc < 0.5  # here the clean inputs are the consistent ones
