@@ -376,6 +376,7 @@ def test_columns_are_declared_by_the_methods_in_registry_order():
         "activation_clustering",
         "spectral_signatures",
         "strip",
+        "scale_up",
         "fine_pruning",
         "neural_cleanse",
         "abl",
