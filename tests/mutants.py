@@ -240,6 +240,20 @@ MUTANTS = [
         "orchestration/test_studies.py",
     ),
     _m(
+        "I-BAU's hypergradient ignores the path through the perturbation",
+        "defenses/ibau.py",
+        "through = torch.autograd.grad(mapped, params, grad_outputs=v, allow_unused=True)",
+        "through = [None] * len(params)",
+        "defenses/test_ibau.py",
+    ),
+    _m(
+        "I-BAU's universal perturbation descends the loss",
+        "defenses/ibau.py",
+        "loss = -F.cross_entropy(model(x + delta), own)",
+        "loss = F.cross_entropy(model(x + delta), own)",
+        "defenses/test_ibau.py",
+    ),
+    _m(
         "ABL's LGA ascends where it should descend",
         "defenses/abl.py",
         "return torch.sign(loss - gamma) * loss",

@@ -1,8 +1,8 @@
 """Defenses, one module each, without knowledge of the trigger: the model repairs
 fine-pruning (:mod:`.fine_pruning`, Liu et al. 2018, with the original study's fc-layer
-pruning) and Neural Cleanse (:mod:`.neural_cleanse`, Wang et al. 2019), on clean data
-only, and Anti-Backdoor Learning (:mod:`.abl`, Li et al. 2021), which trains on the
-poisoned set with no clean data.
+pruning), Neural Cleanse (:mod:`.neural_cleanse`, Wang et al. 2019) and I-BAU
+(:mod:`.ibau`, Zeng et al. 2022), on clean data only, and Anti-Backdoor Learning
+(:mod:`.abl`, Li et al. 2021), which trains on the poisoned set with no clean data.
 ``defenses.get("fine_pruning")`` builds one by name; the functions of each method are
 re-exported here.
 """
@@ -47,11 +47,13 @@ from .neural_cleanse import (
     unpack_reversed,
 )
 
-# after the repairs, so that the matrix lists its column after theirs
+# after the first two repairs, so that the matrix lists their columns first
+from .ibau import IBAU, implicit_hypergradient, universal_perturbation  # noqa: E402
 from .abl import ABL, lga_loss, lowest_loss, per_image_loss  # noqa: E402
 
 __all__ = [
     "ABL",
+    "IBAU",
     "REGISTRY",
     "CleanseReport",
     "DefenderData",
@@ -73,6 +75,7 @@ __all__ = [
     "fc_pruned",
     "fine_tune",
     "get",
+    "implicit_hypergradient",
     "lga_loss",
     "lowest_loss",
     "mean_channel_activation",
@@ -85,6 +88,7 @@ __all__ = [
     "register",
     "reverse_engineer_trigger",
     "reverse_engineer_triggers",
+    "universal_perturbation",
     "unlearn",
     "unpack_reversed",
     "validation_curve",

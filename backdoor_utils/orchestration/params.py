@@ -55,6 +55,7 @@ RULES = {
     "ratio_threshold": positive(100.0),
     "nc_samples": integer(16, 5000),
     "nc_batch_size": integer(1, 1024),
+    "ibau_rounds": integer(1, 100),
     "blend_alphas": list_of(open_unit),
     "sig_share": open_unit,
     "sig_shares": list_of(open_unit),

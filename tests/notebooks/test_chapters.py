@@ -55,6 +55,7 @@ EXTRA = {
     "08_defense_matrix": {
         "attacks": ["patch"],
         "matrix_runs": [[0, 0], [1, 3]],
+        "ibau_rounds": 1,
         "ss_epsilon": 0.35,
         "strip_overlays": 20,
         "strip_inputs": 200,
@@ -319,14 +320,14 @@ def test_defense_matrix_scores_spectral_signatures_strip_and_every_cell(chapter)
     assert v["scale_saturation_sentence"].startswith("Saturation hurts") == (
         v["scale_clean_full"] >= 0.01
     )
-    # the pixel attack implants its backdoor at this scale, so all seven of its cells are
+    # the pixel attack implants its backdoor at this scale, so all eight of its cells are
     # judged
-    assert (v["n_attacks"], v["n_defenses"], v["n_seeds"], v["n_cells"]) == (1, 7, 2, 7)
+    assert (v["n_attacks"], v["n_defenses"], v["n_seeds"], v["n_cells"]) == (1, 8, 2, 8)
     assert (
         v["implanted_sentence"].startswith("Every attack implanted")
         and v["implanted_patch"] != "0/2"
     )
-    assert len([k for k in v if k.startswith("cell_patch_")]) == 7
+    assert len([k for k in v if k.startswith("cell_patch_")]) == 8
     failing = [] if v["failing_cells"] == "none" else v["failing_cells"].split("; ")
     assert len(failing) == v["n_cells"] - v["n_cells_ok"]
 

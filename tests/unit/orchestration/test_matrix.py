@@ -379,6 +379,7 @@ def test_columns_are_declared_by_the_methods_in_registry_order():
         "scale_up",
         "fine_pruning",
         "neural_cleanse",
+        "ibau",
         "abl",
     ]
     assert column("strip").meets(0.05) and not column("strip").meets(0.06)
