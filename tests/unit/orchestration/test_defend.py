@@ -60,14 +60,14 @@ class _Trigger:
         return out
 
 
-def test_strip_is_scored_on_non_target_test_inputs_with_a_threshold_from_the_defenders_own_images():
+def _screened_attack():
+    """An attack result of 100 test inputs whose stand-in statistic is pixel (0, 0) - 30
+    clean inputs at 0.2, the rest at 0.8 - with every fourth input and every target
+    image bright at pixel (0, 2) (the trigger then sends it to 0.9), and the defender's
+    images."""
     y_test = torch.arange(100) % 10
-    x_test = _coded(
-        100, torch.where(torch.arange(100) < 30, 0.2, 0.8)
-    )  # 30 clean inputs fall below 0.5
-    x_test[:, 0, 0, 2] = (
-        (torch.arange(100) % 4 == 0) | (y_test == TARGET)
-    ).float()  # target images all bright
+    x_test = _coded(100, torch.where(torch.arange(100) < 30, 0.2, 0.8))
+    x_test[:, 0, 0, 2] = ((torch.arange(100) % 4 == 0) | (y_test == TARGET)).float()
     result = SimpleNamespace(
         model=None,
         trigger=_Trigger(),
@@ -75,6 +75,11 @@ def test_strip_is_scored_on_non_target_test_inputs_with_a_threshold_from_the_def
         splits=SimpleNamespace(x_test=x_test, y_test=y_test),
     )
     defender = SimpleNamespace(x_tune=_coded(20, 0.3), x_select=_coded(10, 0.4))
+    return result, defender, y_test
+
+
+def test_strip_is_scored_on_non_target_test_inputs_with_a_threshold_from_the_defenders_own_images():
+    result, defender, y_test = _screened_attack()
     strip = _EntropyIsPixelZero()
     screening = defend.screen_inputs(result, strip, defender, n_inputs=100)
     x_clean, x_pool = strip.calls["threshold"]
@@ -474,16 +479,7 @@ class _ConsistencyIsPixelZero(_EntropyIsPixelZero):
 
 
 def test_an_input_filter_suspicious_above_its_threshold_is_scored_the_other_way():
-    y_test = torch.arange(100) % 10
-    x_test = _coded(100, torch.where(torch.arange(100) < 30, 0.2, 0.8))
-    x_test[:, 0, 0, 2] = ((torch.arange(100) % 4 == 0) | (y_test == TARGET)).float()
-    result = SimpleNamespace(
-        model=None,
-        trigger=_Trigger(),
-        experiment=SimpleNamespace(target_label=TARGET),
-        splits=SimpleNamespace(x_test=x_test, y_test=y_test),
-    )
-    defender = SimpleNamespace(x_tune=_coded(20, 0.3), x_select=_coded(10, 0.4))
+    result, defender, y_test = _screened_attack()
     screening = defend.screen_inputs(
         result, _ConsistencyIsPixelZero(), defender, n_inputs=100
     )
