@@ -4,10 +4,13 @@ target class only*, whose labels stay correct; at test time the same signal adde
 image should send it to the target. ``poison_rate`` is the share of the target class's
 training images that carry the signal.
 
-The paper's MNIST settings are delta = 20 (on a 0-255 scale) and f = 6, clamped to [0,
-1]. The paper tests with a stronger signal than it trains with: ``sig_test_delta`` is
-the test-time delta (None: the training one), so the attack poisons with ``sig_delta``
-and triggers with ``sig_test_delta``.
+The sinusoid with f = 6 is the signal the benchmarks run as SIG (backdoor-toolbox with
+delta 30/255, BackdoorBench with 40/255), clamped to [0, 1]. The authors' released MNIST
+code (KassemKallas/BackdoorAttack-ICIP2019) uses their other signal, a horizontal ramp
+delta * j / m, with delta 30 at 10% of the target class. An attacker may test with a
+stronger signal than it trains with: ``sig_test_delta`` is the test-time delta (None:
+the training one), so the attack poisons with ``sig_delta`` and triggers with
+``sig_test_delta``; it does not change the model (``test_only``).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class SIG(Attack):
 
     name = "sig"
     policy = "clean-label"
+    test_only = ("sig_test_delta",)  # changes the test trigger only, not the model
     rules = {
         "sig_delta": positive(1.0),
         "sig_frequency": integer(1, 14),

@@ -54,6 +54,20 @@ def positive(hi=None):
     return check
 
 
+def above_one(hi):
+    """A number > 1 and <= ``hi`` (a growth factor)."""
+
+    def check(name, value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, Real)
+            or not 1 < value <= hi
+        ):
+            raise ValueError(f"{name}: must be a number > 1 and <= {hi}, got {value!r}")
+
+    return check
+
+
 def list_of(item_check):
     def check(name, values):
         if not isinstance(values, (list, tuple)) or not values:

@@ -20,9 +20,10 @@ The authors' settings (CIFAR-10, 5,000 clean images): 5 rounds, batch 100, inner
 10, outer Adam lr 0.001, K = 5 fixed-point iterations, 1% of each batch patched, no
 clipping of ``x + delta``. The book uses them as they are, at the book's training
 precision (bf16 autocast where the CPU computes bf16 natively, as in training): 5 rounds
-over 5,000 images cost about 1.6x training one model (measured on the Performance page). Why I-BAU rather than ANP
-(Wu and Wang 2021), the other post-2021 repair the benchmarks report working: ANP
-perturbs batch-normalisation neurons, and the book's SimpleCNN has none.
+over 5,000 images cost about 1.6x training one model (measured on the Performance
+page). Why I-BAU rather than ANP (Wu and Wang 2021), the other post-2021 repair the
+benchmarks report working: ANP perturbs batch-normalisation neurons, and the book's
+SimpleCNN has none.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..core.checks import integer, positive
+from ..core.checks import above_one, integer, positive
 from ..core.models import SimpleCNN
 from ..core.training import EVAL_BATCH, TrainConfig, predict, train_model
 from ..core.column import Column
@@ -510,12 +510,14 @@ class NeuralCleanse(Defense):
         "batch_size": integer(1, 1024),
         "anomaly_threshold": positive(100.0),
         "unlearn_epochs": integer(1, 50),
+        "cost_multiplier": above_one(10.0),
     }
     steps: int = 300
     n_samples: int = 320
     batch_size: int = 32
     anomaly_threshold: float = 2.0
     unlearn_epochs: int = 5
+    cost_multiplier: float = 1.5  # the authors' example: 2
 
     def report(
         self, model: SimpleCNN, x_clean: torch.Tensor, seed: int = 0, reverse=None
@@ -525,6 +527,7 @@ class NeuralCleanse(Defense):
             "steps": self.steps,
             "n_samples": self.n_samples,
             "batch_size": self.batch_size,
+            "cost_multiplier": self.cost_multiplier,
             "seed": seed,
         }
         return cleanse_report(

@@ -55,14 +55,30 @@ def _cached_reclassifier(x, y, config, device):
 
 
 def detect_and_score(
-    result: AttackResult, detector: Detector, seed: int = 0, device: str = "auto"
+    result: AttackResult,
+    detector: Detector,
+    seed: int = 0,
+    device: str = "auto",
+    defender: DefenderData | None = None,
 ) -> tuple[Detection, dict]:
     """``detector`` (e.g. ``detectors.get("activation_clustering")``) on the training
     set of ``result`` (any model it trains is cached), then precision / recall / F1
-    against the true flags and the flagged share."""
+    against the true flags and the flagged share. A detector that declares
+    ``needs_clean`` also gets the defender's clean tuning images and labels."""
     x, y, truth = training_set(result)
+    extra = {}
+    if getattr(detector, "needs_clean", False):
+        if defender is None:
+            raise ValueError(f"{detector.name}: needs the defender's clean images")
+        extra["clean"] = (defender.x_tune, defender.y_tune)
     found = detector.detect(
-        result.model, x, y, seed=seed, device=device, train=_cached_reclassifier
+        result.model,
+        x,
+        y,
+        seed=seed,
+        device=device,
+        train=_cached_reclassifier,
+        **extra,
     )
     return found, {
         **detection_scores(truth, found.flags),
@@ -258,7 +274,7 @@ def detection_cell(
     """A detector's cell: its column's score against the true flags as ``value``,
     precision, recall and F1 beside it and, when ``priced``, the price of the model
     retrained without what it flagged - the repair the detectors' papers propose."""
-    found, scores = detect_and_score(result, method, seed, device)
+    found, scores = detect_and_score(result, method, seed, device, defender)
     cell = {
         "value": scores[method.column.score],
         "precision": scores["precision"],

@@ -318,6 +318,14 @@ def evaluate_attack(model: SimpleCNN, trigger, exp: Experiment, splits: Splits) 
     }
 
 
+def training_spec(exp: Experiment) -> dict:
+    """The spec of the model ``exp`` trains: its spec without the attack's test-time
+    parameters (an attack's ``test_only``, e.g. SIG's test signal), so that one model
+    serves every trigger it is tested with."""
+    test_only = getattr(exp.method, "test_only", ())
+    return exp.with_(**{name: None for name in test_only}).spec()
+
+
 def run_attack(exp: Experiment, device: str = "auto") -> AttackResult:
     """Poison, train (or load from the cache) and evaluate one experiment (its clean
     accuracy and ASR on the test set are cached too)."""
@@ -325,7 +333,7 @@ def run_attack(exp: Experiment, device: str = "auto") -> AttackResult:
     method = exp.method
     poisoned = poisoned_training_set(exp, splits)
     payload, from_cache, key = _cached(
-        {"kind": "attack", **exp.spec()},
+        {"kind": "attack", **training_spec(exp)},
         lambda: train_attack_model(exp, device),
         "models",
         (train_attack_model, *exp.code()),
@@ -425,12 +433,15 @@ def sweep(exp: Experiment, field: str, values, device: str = "auto"):
     return results, table.loc[:, ~table.columns.duplicated()]
 
 
-def reversed_triggers(result: AttackResult, x_clean: torch.Tensor, **options):
+def reversed_triggers(
+    result: AttackResult, x_clean: torch.Tensor, with_seconds: bool = False, **options
+):
     """Neural Cleanse's reversed trigger for every class of ``result``'s model (cached).
 
     ``options`` are passed to :func:`backdoor_utils.defenses.neural_cleanse` and are
     part of the cache key, as are the model's key, the clean images and the reversal's
-    code.
+    code. ``with_seconds``: ``(triggers, seconds)``, the seconds the reversal took when
+    it was computed (kept with it in the cache).
     """
     options = {"seed": result.experiment.seed, **options}
     spec = {
@@ -440,13 +451,19 @@ def reversed_triggers(result: AttackResult, x_clean: torch.Tensor, **options):
         "options": options,
         "clean_data": tensor_digest(x_clean),
     }
+
+    def compute():
+        start = time.perf_counter()
+        packed = pack_reversed(neural_cleanse(result.model, x_clean, **options))
+        return {**packed, "seconds": torch.tensor(time.perf_counter() - start)}
+
     payload, _ = train_cached(
-        spec,
-        lambda: pack_reversed(neural_cleanse(result.model, x_clean, **options)),
-        kind="neural_cleanse",
-        code=(neural_cleanse, pack_reversed),
+        spec, compute, kind="neural_cleanse", code=(neural_cleanse, pack_reversed)
     )
-    return unpack_reversed(payload)
+    triggers = unpack_reversed(payload)
+    if not with_seconds:
+        return triggers
+    return triggers, float(payload.get("seconds", torch.tensor(float("nan"))))
 
 
 def cleanse(

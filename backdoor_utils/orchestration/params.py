@@ -11,6 +11,7 @@ from .. import attacks
 from ..detectors.spectral_signatures import LAYERS, SCORINGS
 from ..detectors.strip import BLENDS, THRESHOLD_RULES
 from ..core.checks import (
+    above_one,
     choice,
     device,
     integer,
@@ -49,6 +50,10 @@ RULES = {
     "anomaly_threshold": positive(100.0),
     "robustness_runs": seed_target_pairs,
     "nc_runs": seed_target_pairs,
+    "nc_budget_runs": seed_target_pairs,
+    "nc_reference_steps": integer(1, 10000),
+    "nc_reference_samples": integer(16, 5000),
+    "nc_reference_multiplier": above_one(10.0),
     "matrix_runs": seed_target_pairs,
     "min_silhouette": silhouette,
     "size_threshold": open_unit,
@@ -59,6 +64,10 @@ RULES = {
     "blend_alphas": list_of(open_unit),
     "sig_share": open_unit,
     "sig_shares": list_of(open_unit),
+    "sig_deltas": list_of(positive(1.0)),
+    "sig_test_factor": positive(10.0),
+    "sig_runs": seed_target_pairs,
+    "sig_min_asr": open_unit,
     "wanet_poison_rate": open_unit,
     "first_payload_rate": open_unit,
     "ss_epsilon": open_unit,

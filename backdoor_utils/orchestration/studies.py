@@ -19,6 +19,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score, silhouette_score
 
 from ..defenses import NeuralCleanse
+from ..defenses.neural_cleanse import cleanse_report
 from ..attacks.learned import pixel_change
 from ..detectors import Detector
 from ..detectors.activation_clustering import Detection
@@ -32,11 +33,12 @@ from .experiments import (
     AttackResult,
     Experiment,
     cleanse,
+    reversed_triggers,
     run_attack,
     sweep,
     train_on_data_cached,
 )
-from ..core.metrics import distortion
+from ..core.metrics import attack_success_rate, distortion
 from .defend import detect_cached, training_set
 from ..core.training import activations
 
@@ -250,6 +252,94 @@ def cleanse_over_runs(
     return pd.DataFrame(rows)
 
 
+def cleanse_budgets(
+    exp: Experiment,
+    runs,
+    x_clean: torch.Tensor,
+    budgets: dict,
+    device: str = "auto",
+) -> pd.DataFrame:
+    """Neural Cleanse at each of ``budgets`` (name -> :class:`NeuralCleanse`) on the
+    attack ``exp`` and on the clean model of every ``(seed, target_label)`` in ``runs``:
+    one row per budget, run and model - the flagged classes, the target's anomaly index
+    (backdoored models), the largest index of any other class (every class on a clean
+    model), the classes that never reached the target rate, the most steps a class ran
+    and the seconds the reversal took when it was computed."""
+    rows = []
+    for name, defense in budgets.items():
+        options = {
+            "steps": defense.steps,
+            "n_samples": defense.n_samples,
+            "batch_size": defense.batch_size,
+            "cost_multiplier": defense.cost_multiplier,
+        }
+        for seed, target in runs:
+            attacked = exp.with_(seed=seed, target_label=target)
+            for model, result in (
+                ("backdoored", run_attack(attacked, device)),
+                ("clean", run_attack(attacked.clean(), device)),
+            ):
+                triggers, seconds = reversed_triggers(
+                    result, x_clean, with_seconds=True, **options
+                )
+                report = cleanse_report(triggers, defense.anomaly_threshold)
+                index = report.anomaly_index
+                others = np.delete(index, target) if model == "backdoored" else index
+                rows.append(
+                    {
+                        "budget": name,
+                        "seed": seed,
+                        "target": target,
+                        "model": model,
+                        "flagged": ", ".join(map(str, report.flagged)) or "none",
+                        "target_flagged": model == "backdoored"
+                        and target in report.flagged,
+                        "target_index": (
+                            float(index[target]) if model == "backdoored" else np.nan
+                        ),
+                        "max_other_index": (
+                            float(np.nanmax(others))
+                            if np.isfinite(others).any()
+                            else np.nan
+                        ),
+                        "false_flags": int((others > defense.anomaly_threshold).sum()),
+                        "unreached": len(report.unreached),
+                        "steps_run": max(t.steps_run for t in triggers),
+                        "seconds": seconds,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def budget_verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """Per budget of a :func:`cleanse_budgets` table: on how many backdoored models the
+    target is flagged, how many classes are flagged wrongly (on backdoored and clean
+    models together), the mean seconds a model, and each run's verdict - "target" or
+    "missed", "+k false" - as text; budgets agree when their verdict texts do."""
+    rows = []
+    for name, part in table.groupby("budget", sort=False):
+        backdoored = part[part.model == "backdoored"]
+        verdicts = []
+        for (seed, target), run in part.groupby(["seed", "target"], sort=False):
+            hit = bool(run.target_flagged.any())
+            false = int(run.false_flags.sum())
+            verdicts.append(
+                f"seed {seed}: {'target' if hit else 'missed'}"
+                + (f" +{false} false" if false else "")
+            )
+        rows.append(
+            {
+                "budget": name,
+                "target flagged": f"{int(backdoored.target_flagged.sum())} of"
+                f" {len(backdoored)}",
+                "false flags": int(part.false_flags.sum()),
+                "seconds a model": float(part.seconds.mean()),
+                "verdicts": "; ".join(verdicts),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def retrain_relabelled(
     result: AttackResult, labels: torch.Tensor, device: str = "auto"
 ):
@@ -321,6 +411,140 @@ def worst_over_seeds(grid: pd.DataFrame, field: str) -> pd.DataFrame:
         n_seeds=("seed", "nunique"),
         asr_by_seed=("asr", lambda a: ", ".join(f"{v:.2f}" for v in a)),
     ).reset_index()
+
+
+#: SIG's map (chapter 07; the matrix of chapter 08 takes its setting from it): training
+#: signals from the book's first 20/255 to backdoor-toolbox's 30/255 and BackdoorBench's
+#: 40/255, shares of the target class, and a test signal this many times stronger.
+SIG_DELTAS = (20 / 255, 30 / 255, 40 / 255)
+SIG_SHARES = (0.1, 0.2, 0.4)
+SIG_TEST_FACTOR = 2.0
+
+
+def signal_map(
+    exp: Experiment,
+    runs,
+    deltas=SIG_DELTAS,
+    shares=SIG_SHARES,
+    test_factor: float = SIG_TEST_FACTOR,
+    device: str = "auto",
+) -> pd.DataFrame:
+    """SIG's delta x share map: one model per (training delta, share of the target
+    class, run) - ``runs`` are (seed, target label) pairs - tested with the training
+    signal and with one ``test_factor`` times stronger (the same model: the test signal
+    does not change training). A row per model and test signal: the number of poisons,
+    the test signal's median PSNR, CA, ASR, and the clean model's rate of sending the
+    same triggered images to the target (the control: a signal strong enough to fool any
+    model is no backdoor)."""
+    rows = []
+    for seed, target in runs:
+        clean = run_attack(exp.clean().with_(seed=seed, target_label=target), device)
+        x, y = clean.splits.x_test, clean.splits.y_test
+        for delta in deltas:
+            for share in shares:
+                for test_delta in (delta, test_factor * delta):
+                    cell = exp.with_(
+                        attack="sig",
+                        sig_delta=delta,
+                        sig_test_delta=None if test_delta == delta else test_delta,
+                        poison_rate=share,
+                        seed=seed,
+                        target_label=target,
+                    )
+                    result = run_attack(cell, device)
+                    trigger = result.trigger
+                    rows.append(
+                        {
+                            "sig_delta": delta,
+                            "share": share,
+                            "test_delta": test_delta,
+                            "seed": seed,
+                            "target": target,
+                            "n_poison": result.poisoned.n_poison,
+                            "psnr_db_median": float(
+                                distortion(x, trigger.apply(x))["psnr_db"].median()
+                            ),
+                            "clean_acc": result.clean_acc,
+                            "asr": result.asr,
+                            "clean_model": attack_success_rate(
+                                clean.model, x, y, trigger, target
+                            ),
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def signal_map_over_runs(grid: pd.DataFrame) -> pd.DataFrame:
+    """One row per (training delta, share, test delta) of a :func:`signal_map`: what
+    holds at every run - the lowest ASR and CA, the highest clean-model control and the
+    most poisons - with each run's ASR."""
+    keys = ["sig_delta", "share", "test_delta"]
+    return (
+        grid.groupby(keys, sort=False)
+        .agg(
+            n_poison=("n_poison", "max"),
+            psnr_db_median=("psnr_db_median", "min"),
+            clean_acc=("clean_acc", "min"),
+            asr=pd.NamedAgg("asr", "min"),
+            clean_model=("clean_model", "max"),
+            n_runs=("seed", "size"),
+            asr_by_run=("asr", lambda a: ", ".join(f"{v:.2f}" for v in a)),
+        )
+        .reset_index()
+    )
+
+
+@dataclass(frozen=True)
+class SignalPick:
+    """SIG's setting for the matrix: the cheapest row of
+    :func:`signal_map_over_runs` that implants at every run, or (``implants`` False)
+    the row with the highest lowest ASR when none does."""
+
+    row: dict
+    implants: bool
+    min_asr: float
+
+    @property
+    def params(self) -> dict:
+        """The experiment fields of the setting (``poison_rate`` is the share of the
+        target class)."""
+        delta, test_delta = self.row["sig_delta"], self.row["test_delta"]
+        return {
+            "sig_delta": delta,
+            "sig_test_delta": None if np.isclose(test_delta, delta) else test_delta,
+            "poison_rate": self.row["share"],
+        }
+
+    @property
+    def text(self) -> str:
+        r = self.row
+        setting = (
+            f"training signal {255 * r['sig_delta']:.0f}/255 on"
+            f" {100 * r['share']:.0f}% of the target class"
+            f" ({int(r['n_poison']):,} images at most), tested with"
+            f" {255 * r['test_delta']:.0f}/255"
+        )
+        if self.implants:
+            return (
+                f"{setting}: ASR at least {r['asr']:.4f} at every run (runs:"
+                f" {r['asr_by_run']}; the clean model at most {r['clean_model']:.4f})"
+            )
+        return (
+            f"none implants at every run (ASR >= {self.min_asr:.2f}); the closest is "
+            f"{setting}, whose lowest ASR is {r['asr']:.4f} (runs: {r['asr_by_run']})"
+        )
+
+
+def cheapest_signal(summary: pd.DataFrame, min_asr: float) -> SignalPick:
+    """The row of ``summary`` (:func:`signal_map_over_runs`) with the fewest poisons,
+    then the weakest training signal, then the weakest test signal, whose lowest ASR
+    over the runs is at least ``min_asr``."""
+    order = ["n_poison", "sig_delta", "test_delta"]
+    good = summary[summary.asr >= min_asr].sort_values(order)
+    if len(good):
+        return SignalPick(good.iloc[0].to_dict(), True, min_asr)
+    best = summary.sort_values(["asr"] + order, ascending=[False, True, True, True])
+    return SignalPick(best.iloc[0].to_dict(), False, min_asr)
 
 
 def learned_vs_fixed(exp: Experiment, scales, poison_rates, device: str = "auto"):

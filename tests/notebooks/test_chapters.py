@@ -50,8 +50,17 @@ EXTRA = {
         "nc_steps": 45,
         "nc_samples": 160,
         "nc_runs": [],
+        "nc_budget_runs": [[0, 0]],
+        "nc_reference_steps": 60,
+        "nc_reference_samples": 160,
     },
-    "07_more_attacks": {"blend_alphas": [0.2], "sig_shares": [0.4], "sig_share": 0.4},
+    "07_more_attacks": {
+        "blend_alphas": [0.2],
+        "sig_shares": [0.4],
+        "sig_share": 0.4,
+        "sig_deltas": [40 / 255],
+        "sig_runs": [[0, 0], [1, 3]],
+    },
     "08_defense_matrix": {
         "attacks": ["patch"],
         "matrix_runs": [[0, 0], [1, 3]],
@@ -277,6 +286,10 @@ def test_fine_pruning_and_neural_cleanse_report_measured_values(chapter):
         "0" in v["nc_flagged_label"].split(", ")
     )  # default target 0
     assert v["fp_clean_acc_after"] > 0.8
+    # the budget study keeps the cheaper budget only when the verdicts agree
+    agree = v["nc_budget_book_verdicts"] == v["nc_budget_authors_verdicts"]
+    assert v["nc_budget_agree"] == agree
+    assert v["nc_budget_sentence"].startswith("The verdicts agree") == agree
     if v["nc_flagged_label"] == "none":  # nothing to unlearn: the model is unchanged
         assert v["nc_asr_after"] == v["asr_before"]
     assert v["fp_sentence"].startswith("does not remove") == (v["fp_asr_after"] > 0.05)
@@ -294,6 +307,10 @@ def test_more_attacks_plant_their_backdoors_and_report_consistently(chapter):
     assert v["sig_n_mislabelled"] == 0 and v["sig_only_target"] is True  # clean-label
     assert v["sig_n_poison"] > 0 and v["sig_asr_max"] >= v["sig_asr"]
     assert v["max_clean_control"] < 0.05  # no trigger fools the clean model
+    # SIG's map: its sentence and its choice follow the lowest ASR over the runs
+    implants = not v["sig_pick_text"].startswith("none implants")
+    assert v["sig_map_sentence"].startswith("SIG implants") == implants
+    assert "seed 1 target 3" in v["sig_runs_text"]
     met = v["wanet_asr"] >= 0.98 and v["wanet_ca_gap_pp"] <= 0.5
     assert v["wanet_sentence"].startswith("meets") == met
     for name in ("sig_clean_acc", "wanet_plain_clean_acc"):

@@ -124,6 +124,14 @@ def test_06_neural_cleanse_holds_on_every_run(full):
     assert v["nc_runs_false_flags"] == 0
 
 
+def test_06_the_books_neural_cleanse_budget_reaches_the_authors_verdicts(full):
+    v = full("06_fine_pruning")
+    assert v["nc_budget_agree"], (
+        v["nc_budget_book_verdicts"],
+        v["nc_budget_authors_verdicts"],
+    )
+
+
 def test_07_blended_and_wanet_targets(full):
     v = full("07_more_attacks")
     assert (
@@ -136,15 +144,13 @@ def test_07_blended_and_wanet_targets(full):
     assert v["sig_n_mislabelled"] == 0 and v["max_clean_control"] < 0.01
 
 
-@pytest.mark.xfail(
-    reason=(
-        "missed (2026-11-26, AVX2 CPU): SIG with delta 20/255 on 10-40% of the target"
-        " class reaches ASR 0.0011-0.0014 (clean model 0.0011); a test-time signal of"
-        " 160/255 fires it on 0.08 of the images (20% of the class signed)"
-    )
-)
-def test_07_sig_forms_a_backdoor(full):
-    assert full("07_more_attacks")["sig_asr"] >= 0.9
+def test_07_sig_implants_at_every_run_at_the_maps_cheapest_setting(full):
+    # the first version (delta 20/255 on 10-40% of the target class, tested with the
+    # same signal) reached ASR 0.0011-0.0014 (2026-11-26, AVX2 CPU); the map adds the
+    # benchmarks' 30 and 40/255 and a test signal twice the training one
+    v = full("07_more_attacks")
+    assert v["sig_map_sentence"].startswith("SIG implants"), v["sig_pick_text"]
+    assert v["sig_map_control"] < 0.05  # the test signal alone fools no clean model
 
 
 def test_08_strip_target_and_a_full_matrix(full):
@@ -152,10 +158,10 @@ def test_08_strip_target_and_a_full_matrix(full):
     assert (
         v["strip_far"] <= 0.01
     )  # measured 2026-11-26 (AVX2 CPU): FAR 0.001, FRR 0.011 on test, AUROC 1.0
-    assert v["n_attacks"] == 7 and v["n_defenses"] == 5 and v["n_seeds"] >= 3
-    assert len([k for k in v if k.startswith("cell_")]) == 35  # every cell has its text
+    assert v["n_attacks"] == 7 and v["n_defenses"] == 8 and v["n_seeds"] >= 3
+    assert len([k for k in v if k.startswith("cell_")]) == 56  # every cell has its text
     # a cell is judged for every attack that implanted a backdoor at one seed at least
-    assert v["n_cells"] == 5 * v["n_attacks_judged"]
+    assert v["n_cells"] == 8 * v["n_attacks_judged"]
 
 
 @pytest.mark.xfail(

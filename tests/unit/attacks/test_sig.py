@@ -2,6 +2,8 @@
 
 import torch
 
+from backdoor_utils.attacks.sig import SinusoidTrigger
+
 from backdoor_utils.orchestration.experiments import (
     Experiment,
     poisoned_training_set,
@@ -51,3 +53,22 @@ def test_sig_poisons_with_the_training_delta_and_triggers_with_the_test_delta(sp
         assert "sig_test_delta" in str(error)
     else:
         raise AssertionError("a test delta of 0 must be refused")
+
+
+def test_one_sig_model_serves_every_test_signal_and_each_gets_its_own_asr(
+    tmp_path, monkeypatch
+):
+    from backdoor_utils.core import cache
+    from backdoor_utils.orchestration.experiments import run_attack, training_spec
+
+    monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
+    exp = Experiment("sig", poison_rate=0.4, n_train=2000, epochs=2, sig_delta=0.3)
+    stronger = exp.with_(sig_test_delta=0.6)
+    assert training_spec(stronger) == training_spec(exp) == exp.spec()
+    assert training_spec(exp.with_(sig_delta=0.2)) != training_spec(exp)
+    patch = Experiment("patch")
+    assert training_spec(patch) == patch.spec()  # no test-only parameter
+    first, second = run_attack(exp, "cpu"), run_attack(stronger, "cpu")
+    assert second.from_cache and second.key == first.key  # trained once
+    assert second.asr != first.asr  # but scored with its own signal
+    assert second.trigger == SinusoidTrigger(0.6) and first.trigger.delta == 0.3

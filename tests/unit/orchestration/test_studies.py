@@ -357,3 +357,115 @@ def test_a_map_over_seeds_keeps_what_holds_at_every_seed_and_its_choice_follows(
     assert pick.row["n_poison"] == 1080  # not the 540 that worked at seed 0 alone
     one_seed = cheapest_setting(per_seed[per_seed.seed == 0], "eps", 35.0, 0.98)
     assert one_seed.row["n_poison"] == 540  # what a map of one seed would have chosen
+
+
+def test_sig_setting_is_the_cheapest_that_implants_at_every_run():
+    from backdoor_utils.orchestration.studies import (
+        cheapest_signal,
+        signal_map_over_runs,
+    )
+
+    def grid(cells):
+        return pd.DataFrame(
+            [
+                {
+                    "sig_delta": d / 255,
+                    "share": share,
+                    "test_delta": t / 255,
+                    "seed": run,
+                    "target": 3 * run,
+                    "n_poison": n + run,
+                    "psnr_db_median": 30.0,
+                    "clean_acc": 0.99,
+                    "asr": a,
+                    "clean_model": 0.01 * run,
+                }
+                for d, share, t, n, asrs in cells
+                for run, a in enumerate(asrs)
+            ]
+        )
+
+    cells = [
+        (20, 0.1, 20, 590, [0.95, 0.2, 0.1]),  # implants at one run only
+        (20, 0.1, 40, 590, [0.99, 0.6, 0.3]),
+        (30, 0.1, 30, 590, [0.2, 0.1, 0.1]),
+        (30, 0.1, 60, 590, [0.99, 0.97, 0.93]),  # every run, stronger test signal
+        (20, 0.2, 20, 1180, [0.99, 0.98, 0.97]),  # every run, but twice the poisons
+    ]
+    summary = signal_map_over_runs(grid(cells))
+    assert list(summary.asr) == [0.1, 0.3, 0.1, 0.93, 0.97]
+    assert list(summary.n_runs) == [3] * 5 and list(summary.n_poison)[0] == 592
+    assert summary.asr_by_run[0] == "0.95, 0.20, 0.10"
+    assert summary.clean_model.max() == 0.02
+    pick = cheapest_signal(summary, 0.9)
+    assert pick.implants and pick.params == {
+        "sig_delta": 30 / 255,
+        "sig_test_delta": 60 / 255,
+        "poison_rate": 0.1,
+    }
+    assert "training signal 30/255 on 10%" in pick.text
+    assert "tested with 60/255" in pick.text
+    weaker = cheapest_signal(summary, 0.95)  # only the 20% share holds at 0.95
+    assert (
+        weaker.params["poison_rate"] == 0.2 and weaker.params["sig_test_delta"] is None
+    )
+    none = cheapest_signal(summary, 0.99)
+    assert not none.implants and none.row["asr"] == 0.97
+    assert none.text.startswith("none implants at every run (ASR >= 0.99)")
+
+
+def test_budget_study_scores_each_budget_on_backdoored_and_clean_models(monkeypatch):
+    from types import SimpleNamespace
+
+    from backdoor_utils import defenses
+    from backdoor_utils.defenses.neural_cleanse import ReversedTrigger
+    from backdoor_utils.orchestration import studies
+    from backdoor_utils.orchestration.experiments import Experiment
+
+    spread = [10.0, 11.0, 9.0, 10.5, 9.5, 10.0, 11.0, 9.0, 10.0, 10.2]
+
+    def run_attack(exp, device):
+        return SimpleNamespace(experiment=exp)
+
+    def reversed_triggers(result, x, with_seconds, **options):
+        exp = result.experiment
+        l1 = list(spread)
+        if exp.attack != "none" and options["steps"] > 50:  # the larger budget finds it
+            l1[exp.target_label] = 2.0
+        if exp.attack == "none" and exp.seed == 1:  # an outlier at the run's target
+            l1[3] = 1.0
+        triggers = [
+            ReversedTrigger(c, None, None, v, 1.0, True, options["steps"])
+            for c, v in enumerate(l1)
+        ]
+        return triggers, float(options["steps"])
+
+    monkeypatch.setattr(studies, "run_attack", run_attack)
+    monkeypatch.setattr(studies, "reversed_triggers", reversed_triggers)
+    budgets = {
+        "small": defenses.get("neural_cleanse", steps=30),
+        "large": defenses.get("neural_cleanse", steps=1000, cost_multiplier=2.0),
+    }
+    table = studies.cleanse_budgets(
+        Experiment("patch"), [[0, 0], [1, 3]], None, budgets, "cpu"
+    )
+    assert len(table) == 8 and list(table.model[:2]) == ["backdoored", "clean"]
+    large = table[table.budget == "large"].set_index(["seed", "model"])
+    assert large.loc[(1, "backdoored"), "target_flagged"]
+    assert large.loc[(1, "backdoored"), "target_index"] > 2  # label 3, not label 0
+    assert np.isnan(large.loc[(1, "clean"), "target_index"])
+    assert large.loc[(1, "clean"), "false_flags"] == 1  # every class of a clean model
+    assert large.loc[(1, "clean"), "flagged"] == "3"
+    assert large.loc[(0, "backdoored"), "false_flags"] == 0
+    assert large.loc[(0, "backdoored"), "steps_run"] == 1000
+    verdicts = studies.budget_verdicts(table).set_index("budget")
+    assert verdicts.loc["large", "target flagged"] == "2 of 2"
+    assert verdicts.loc["small", "target flagged"] == "0 of 2"
+    assert verdicts.loc["large", "false flags"] == 1
+    assert (
+        verdicts.loc["large", "verdicts"] == "seed 0: target; seed 1: target +1 false"
+    )
+    assert (
+        verdicts.loc["small", "verdicts"] == "seed 0: missed; seed 1: missed +1 false"
+    )
+    assert verdicts.loc["large", "seconds a model"] == 1000.0
