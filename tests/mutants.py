@@ -129,6 +129,27 @@ MUTANTS = [
         "orchestration/test_studies.py",
     ),
     _m(
+        "Confusion Training's confused label may equal the prediction",
+        "detectors/confusion_training.py",
+        "shift = step % (N_CLASSES - 1) + 1",
+        "shift = step % N_CLASSES",
+        "detectors/test_confusion_training.py",
+    ),
+    _m(
+        "Confusion Training distils the highest losses",
+        "detectors/confusion_training.py",
+        "order = torch.argsort(losses)",
+        "order = torch.argsort(losses, descending=True)",
+        "detectors/test_confusion_training.py",
+    ),
+    _m(
+        "Confusion Training flags by the prediction, not the given label",
+        "detectors/confusion_training.py",
+        "flags |= torch.from_numpy((y == c).numpy() & agrees)",
+        "flags |= torch.from_numpy(agrees)",
+        "detectors/test_confusion_training.py",
+    ),
+    _m(
         "WaNet trains without the authors' post-warp augmentation",
         "attacks/wanet.py",
         "PostWarpAugment() if self.post_augment else None",

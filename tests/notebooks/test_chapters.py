@@ -73,7 +73,13 @@ EXTRA = {
         "n_clean_finetune": 2000,
         "finetune_epochs": 3,
     },
-    "09_adaptive_attacker": {"seeds": [0], "ss_epsilon": 0.35},
+    "09_adaptive_attacker": {
+        "seeds": [0],
+        "ss_epsilon": 0.35,
+        "ct_clean": 500,
+        "ct_pretrain_epochs": [1, 1, 3, 3, 3, 3],
+        "ct_iterations": [100, 100, 100, 100, 50, 50],
+    },
 }
 
 
@@ -373,3 +379,8 @@ def test_adaptive_attacker_is_scored_against_both_latent_separation_defenses(cha
         v["sep_adaptive"] < v["sep_blended"]
     )
     assert v["n_seeds"] == 1
+    # Confusion Training beside them: scored like them, its sentence follows the numbers
+    for name in ("ct_blended", "ct_adaptive", "ct_adaptive_recall"):
+        assert _fraction(v[name]), name
+    better = v["ct_adaptive"] > max(v["ac_adaptive"], v["ss_adaptive"])
+    assert v["ct_sentence"].startswith("Confusion Training finds") == better
