@@ -21,10 +21,14 @@ many images the other partitions hold. A model whose partition is empty abstains
 
 The ``k`` base models are trained together as one batched model: each is a small
 fully connected network (784 -> ``hidden`` -> 10), and all of them step at once through
-batched matrix products (:class:`Ensemble`). Deviation from the paper: its base model is
-a Network-in-Network trained for 200 epochs with SGD and augmentation; ours is that MLP,
-trained with Adam for ``epochs`` passes over a partition of nominal size, which makes
-k = 1,200 trainable in minutes on two CPU cores.
+batched matrix products (:class:`Ensemble`); every training image is shifted by up to
+``shift`` pixels per axis, by offsets drawn from the seed and the step alone. Deviation
+from the paper: its base model is a Network-in-Network trained for 200 epochs with SGD
+and augmentation; ours is that MLP, trained with Adam for ``epochs`` passes over a
+partition of nominal size, which makes k = 1,200 trainable in minutes on two CPU cores.
+Measured at k = 1,200 on the book's 54,000 images (bf16 CPU shared with a build,
+2026-12-07): without the shifts clean accuracy 0.850 and median certified robustness
+262; with them 0.858 and 316 (the paper: 0.958 and 448).
 """
 
 from __future__ import annotations
@@ -123,6 +127,7 @@ class DPA:
     nominal_size: int = 45  # 54,000 training images / 1,200 partitions
     batch_size: int = 16
     lr: float = 1e-3
+    shift: int = 2  # random translation of each training image, pixels per axis
 
     rules = {
         "k": integer(1, 100000),
@@ -131,6 +136,7 @@ class DPA:
         "nominal_size": integer(1, 100000),
         "batch_size": integer(1, 4096),
         "lr": positive(1.0),
+        "shift": integer(0, 8),
     }
 
     def __post_init__(self):
@@ -148,11 +154,12 @@ class DPA:
         model = Ensemble(self.k, self.hidden, seed)
         table, active = self._schedule(parts, ids, seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
-        flat = x.flatten(1)
+        padded = F.pad(x[:, 0], (self.shift,) * 4)  # [N, 28 + 2s, 28 + 2s]
         steps = range(self.steps) if progress is None else progress(range(self.steps))
         for step in steps:
             batch = table[:, step * self.batch_size : (step + 1) * self.batch_size]
-            logits = model(flat[batch])
+            images = shifted(padded[batch], self.shift, seed * 1_000_003 + step)
+            logits = model(images.flatten(2))
             loss = F.cross_entropy(
                 logits.reshape(-1, N_CLASSES), y[batch].reshape(-1), reduction="none"
             ).view(self.k, -1)
@@ -181,6 +188,21 @@ class DPA:
             ]
             table[i] = torch.cat(passes)[:need]
         return table, active
+
+
+def shifted(padded: torch.Tensor, shift: int, seed: int) -> torch.Tensor:
+    """28 x 28 crops of ``padded`` [k, b, 28 + 2 shift, 28 + 2 shift], each image moved
+    by its own offset of up to ``shift`` pixels per axis, drawn from ``seed`` alone (the
+    same draws whatever the images are)."""
+    k, b = padded.shape[:2]
+    gen = torch.Generator().manual_seed(seed)
+    dy, dx = torch.randint(0, 2 * shift + 1, (2, k, b), generator=gen)
+    grid = torch.arange(28)
+    rows = (dy[..., None] + grid)[..., :, None]  # [k, b, 28, 1]
+    cols = (dx[..., None] + grid)[..., None, :]  # [k, b, 1, 28]
+    models = torch.arange(k).view(k, 1, 1, 1)
+    images = torch.arange(b).view(1, b, 1, 1)
+    return padded[models, images, rows, cols]
 
 
 def vote_counts(model: Ensemble, active: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

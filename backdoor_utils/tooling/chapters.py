@@ -119,4 +119,5 @@ HEADLINE_METRICS = {
         "asr_blended",
         "asr_adaptive",
     ],
+    "10_certified_defense": ["dpa_clean_acc", "dpa_asr", "dpa_certified_changes"],
 }

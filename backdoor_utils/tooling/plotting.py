@@ -227,6 +227,20 @@ def heatmap(
     return fig
 
 
+def histogram(values, xlabel: str, title: str, bins: int = 30):
+    """A histogram of ``values`` with its mean marked."""
+    values = np.asarray(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    ax.hist(values, bins=bins, color="tab:blue", alpha=0.8)
+    ax.axvline(values.mean(), color="black", linestyle="--", label="mean")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def rates_with_psnr(x, curves: dict, psnr, xlabel: str, title: str):
     """:func:`rate_curves` with the triggered images' median PSNR (dB) on a second axis.
 

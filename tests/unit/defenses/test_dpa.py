@@ -70,3 +70,26 @@ def test_votes_come_from_the_models_with_data_and_the_ensemble_learns(splits):
     assert float((predicted == splits.y_test[:500]).float().mean()) > 0.7
     active[0] = False  # an empty partition abstains
     assert (vote_counts(model, active, splits.x_test[:5]).sum(1) == 4).all()
+
+
+def test_each_training_image_is_shifted_by_its_own_seeded_offset():
+    from torch.nn.functional import pad
+
+    from backdoor_utils.defenses.dpa import shifted
+
+    x = torch.arange(2 * 3 * 28 * 28, dtype=torch.float).view(2, 3, 28, 28)
+    padded = pad(x, (2, 2, 2, 2))
+    out = shifted(padded, 2, seed=5)
+    offsets = {
+        next(
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(out[a, b], padded[a, b, dy : dy + 28, dx : dx + 28])
+        )
+        for a in range(2)
+        for b in range(3)
+    }
+    assert len(offsets) > 1  # not one shift for the whole batch
+    assert torch.equal(shifted(padded, 2, seed=5), out)  # the seed alone decides
+    assert torch.equal(shifted(x, 0, seed=5), x)
