@@ -77,19 +77,21 @@ def test_each_training_image_is_shifted_by_its_own_seeded_offset():
 
     from backdoor_utils.defenses.dpa import shifted
 
-    x = torch.arange(2 * 3 * 28 * 28, dtype=torch.float).view(2, 3, 28, 28)
+    x = torch.arange(5 * 28 * 28, dtype=torch.float).view(5, 28, 28)
     padded = pad(x, (2, 2, 2, 2))
-    out = shifted(padded, 2, seed=5)
-    offsets = {
-        next(
-            (dy, dx)
-            for dy in range(5)
-            for dx in range(5)
-            if torch.equal(out[a, b], padded[a, b, dy : dy + 28, dx : dx + 28])
-        )
-        for a in range(2)
-        for b in range(3)
-    }
+    batch = torch.tensor([[4, 0, 2], [1, 1, 3]])
+    out = shifted(padded, batch, 2, seed=5)
+    assert out.shape == (2, 3, 28, 28)
+    offsets = set()
+    for a in range(2):
+        for b in range(3):
+            image = padded[batch[a, b]]
+            offsets |= {
+                (dy, dx)
+                for dy in range(5)
+                for dx in range(5)
+                if torch.equal(out[a, b], image[dy : dy + 28, dx : dx + 28])
+            }
     assert len(offsets) > 1  # not one shift for the whole batch
-    assert torch.equal(shifted(padded, 2, seed=5), out)  # the seed alone decides
-    assert torch.equal(shifted(x, 0, seed=5), x)
+    assert torch.equal(shifted(padded, batch, 2, seed=5), out)  # the seed decides
+    assert torch.equal(shifted(x, batch, 0, seed=5), x[batch])
