@@ -62,7 +62,7 @@ def test_a_base_model_sees_its_own_partition_only(splits):
 
 
 def test_votes_come_from_the_models_with_data_and_the_ensemble_learns(splits):
-    dpa = DPA(k=5, epochs=30, nominal_size=400, batch_size=32, hidden=32)
+    dpa = DPA(k=5, epochs=8, nominal_size=400, batch_size=32, hidden=32)
     model, active = dpa.train(splits.x_train, splits.y_train, seed=0)
     votes = vote_counts(model, active, splits.x_test[:500])
     assert votes.shape == (500, 10) and (votes.sum(1) == 5).all()

@@ -93,8 +93,8 @@ def test_confusion_training_finds_patch_poisons_end_to_end(splits):
     detector = detectors.get(
         "confusion_training",
         n_clean=500,
-        pretrain_epochs=(1, 1, 5, 5, 5, 5),
-        iterations=(100, 100, 100, 100, 50, 50),
+        pretrain_epochs=(1, 1, 2, 2, 2, 2),
+        iterations=(60, 60, 60, 60, 30, 30),
     )
     found = detector.detect(
         model,
