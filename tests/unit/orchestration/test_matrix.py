@@ -377,6 +377,7 @@ def test_columns_are_declared_by_the_methods_in_registry_order():
         "spectral_signatures",
         "strip",
         "scale_up",
+        "confusion_training",
         "fine_pruning",
         "neural_cleanse",
         "ibau",
