@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.checks import integer, positive
+from ..core.registry import check_rules
 
 N_CLASSES = 10
 _MASK = (1 << 61) - 1  # a Mersenne prime: keys modulo it stay exact in int64
@@ -140,8 +141,7 @@ class DPA:
     }
 
     def __post_init__(self):
-        for name, rule in self.rules.items():
-            rule(name, getattr(self, name))
+        check_rules(self)
 
     @property
     def steps(self) -> int:

@@ -523,16 +523,19 @@ class NeuralCleanse(Defense):
         self, model: SimpleCNN, x_clean: torch.Tensor, seed: int = 0, reverse=None
     ) -> CleanseReport:
         reverse = reverse or neural_cleanse
-        options = {
+        return cleanse_report(
+            reverse(model, x_clean, **self.options(), seed=seed),
+            self.anomaly_threshold,
+        )
+
+    def options(self) -> dict:
+        """The reversal's budget (:func:`reverse_engineer_triggers`' options)."""
+        return {
             "steps": self.steps,
             "n_samples": self.n_samples,
             "batch_size": self.batch_size,
             "cost_multiplier": self.cost_multiplier,
-            "seed": seed,
         }
-        return cleanse_report(
-            reverse(model, x_clean, **options), self.anomaly_threshold
-        )
 
     def unlearn_flagged(
         self,

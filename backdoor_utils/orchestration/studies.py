@@ -267,12 +267,7 @@ def cleanse_budgets(
     and the seconds the reversal took when it was computed."""
     rows = []
     for name, defense in budgets.items():
-        options = {
-            "steps": defense.steps,
-            "n_samples": defense.n_samples,
-            "batch_size": defense.batch_size,
-            "cost_multiplier": defense.cost_multiplier,
-        }
+        options = defense.options()
         for seed, target in runs:
             attacked = exp.with_(seed=seed, target_label=target)
             for model, result in (
