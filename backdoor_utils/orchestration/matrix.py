@@ -55,6 +55,25 @@ def matrix_label(defense: str) -> str:
     return column(defense).label
 
 
+#: The attacks' names in the book's tables, with the chapter that introduces each; an
+#: attack not listed here is shown by its registry name.
+ATTACK_TITLES = {
+    "patch": "pixel (01)",
+    "noise": "noise (02)",
+    "blur": "blur (03)",
+    "learned": "learned patch (04)",
+    "blended": "blended (07)",
+    "sig": "SIG, clean-label (07)",
+    "wanet": "WaNet (07)",
+    "adaptive_blend": "Adaptive-Blend (09)",
+}
+
+
+def attack_title(attack: str) -> str:
+    """The attack's name in a table: :data:`ATTACK_TITLES`, else its registry name."""
+    return ATTACK_TITLES.get(attack, attack)
+
+
 def mean_sd_texts(
     mean: pd.DataFrame, spread: pd.DataFrame, fmt: str = ".2f"
 ) -> pd.DataFrame:
@@ -230,6 +249,18 @@ class MatrixVerdict:
             met = self.n_met.fillna(0).astype(int).astype(str)
             texts = texts + counts + met.add("/").add(n.astype(str), axis=0) + " met"
         return texts.mask(self.mean.isna(), blank)
+
+    def table(self, n_runs: int) -> pd.DataFrame:
+        """The matrix as chapter 08 and the results page show it: one row per attack
+        (its :func:`attack_title`), the seeds of ``n_runs`` at which it implanted a
+        backdoor, then one column per defense (its name and metric) with
+        :meth:`cell_texts` and the seeds that met the need."""
+        cells = self.cell_texts(blank="-", counts=" · ")
+        table = cells.rename(columns=lambda d: f"{column(d).name} ({column(d).metric})")
+        seeds = self.n_seeds.reindex(cells.index).astype(str) + f"/{n_runs}"
+        table.insert(0, "seeds with a backdoor", seeds)
+        table.index = pd.Index([attack_title(a) for a in cells.index], name="attack")
+        return table
 
     def best_defense(self) -> tuple[str, int]:
         """The defense that meets the need against the most attacks, and against how

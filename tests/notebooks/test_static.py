@@ -94,13 +94,16 @@ def test_chapter_ends_by_saying_where_and_in_which_precision_it_was_computed(pat
 
 
 def _referenced(text: str, own: str | None = None):
-    """(notebook, name) pairs quoted with {glue:text}`[path::]name[:fmt]`."""
+    """(notebook, name) pairs quoted with {glue:text}`[path::]name[:fmt]` or pasted by
+    a glue directive (a table) with a ``:doc:`` option."""
     for ref in re.findall(r"\{glue:(?:text|)\}`([^`]+)`", text):
         if "::" in ref:
             doc, rest = ref.split("::", 1)
             yield Path(doc).name, rest.split(":")[0]
         else:
             yield own, ref.split(":")[0]
+    for name, doc in re.findall(r"```\{glue\}[ \t]+(\S+)\n:doc:[ \t]*(\S+)", text):
+        yield Path(doc).name, name
 
 
 def _all_references():

@@ -387,3 +387,21 @@ def test_columns_are_declared_by_the_methods_in_registry_order():
     assert column("spectral_signatures").score == "recall"
     with pytest.raises(ValueError, match="defense"):
         column("no_such_defense")
+
+
+def test_the_matrix_table_names_attacks_and_defenses_for_the_reader_with_every_cell():
+    """The table chapter 08 shows and the results page pastes: one row per attack, the
+    seeds that implanted, each defense's cell with the seeds that met the need."""
+    verdict = judge_matrix(_matrix(), min_asr=0.5)
+    table = verdict.table(n_runs=2)
+    assert list(table.index) == ["pixel (01)", "noise (02)", "SIG, clean-label (07)"]
+    assert list(table.columns) == [
+        "seeds with a backdoor",
+        "activation clustering (F1)",
+        "STRIP (FAR)",
+        "fine-pruning (ASR after)",
+    ]
+    assert list(table["seeds with a backdoor"]) == ["2/2", "1/2", "0/2"]
+    assert table.loc["pixel (01)", "STRIP (FAR)"] == "0.00 ±\u00a00.00 · 2/2 met"
+    assert table.loc["noise (02)", "activation clustering (F1)"] == "0.97 · 1/1 met"
+    assert table.loc["SIG, clean-label (07)", "STRIP (FAR)"] == "-"

@@ -8,6 +8,10 @@ from backdoor_utils.tooling.sphinx_glue import glued_documents, outdated_by_glue
 RESULTS = """| x | {glue:text}`../notebooks/08_defense_matrix.ipynb::n_cells:d` of
 {glue:text}`../notebooks/01_pixel_trigger.ipynb::asr:.4f`, {glue}`../notebooks/02_noise_trigger.ipynb::psnr_db` |
 a local glue {glue:text}`n_cells:d` names no other document
+
+```{glue} matrix_table
+:doc: ../notebooks/10_certified_defense.ipynb
+```
 """
 
 
@@ -22,6 +26,7 @@ def _env(root: Path):
         "02_noise_trigger",
         "08_defense_matrix",
         "09_adaptive_attacker",
+        "10_certified_defense",
     ):
         (root / "notebooks" / f"{stem}.ipynb").write_text("{}")
         docs[f"notebooks/{stem}"] = f"notebooks/{stem}.ipynb"
@@ -38,6 +43,7 @@ def test_glue_references_resolve_to_the_documents_they_name(tmp_path):
         "notebooks/08_defense_matrix",
         "notebooks/01_pixel_trigger",
         "notebooks/02_noise_trigger",
+        "notebooks/10_certified_defense",  # a glue directive's :doc: option
     }
 
 
