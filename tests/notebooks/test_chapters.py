@@ -84,8 +84,8 @@ EXTRA = {
         "seeds": [0],
         "ss_epsilon": 0.35,
         "ct_clean": 500,
-        "ct_pretrain_epochs": [1, 1, 3, 3, 3, 3],
-        "ct_iterations": [100, 100, 100, 100, 50, 50],
+        "ct_pretrain_epochs": [1, 1, 2, 2, 2, 2],
+        "ct_iterations": [50, 50, 50, 50, 25, 25],
     },
 }
 
