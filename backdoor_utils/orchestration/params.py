@@ -71,6 +71,7 @@ RULES = {
     "wanet_poison_rate": open_unit,
     "first_payload_rate": open_unit,
     "k": integer(1, 100000),
+    "more_k": list_of(integer(1, 100000)),
     "dpa_epochs": integer(1, 10000),
     "dpa_hidden": integer(1, 4096),
     "dpa_batch_size": integer(1, 4096),

@@ -76,6 +76,7 @@ EXTRA = {
     },
     "10_certified_defense": {
         "k": 30,
+        "more_k": [60],
         "dpa_epochs": 20,
         "dpa_hidden": 32,
         "budgets": [0, 2, 4, 8],
@@ -403,3 +404,6 @@ def test_certified_defense_certifies_and_scores_the_pixel_attack(chapter):
     assert _fraction(v["dpa_asr"]) and _fraction(v["dpa_certified_changes"])
     assert v["dpa_certified_changes"] <= v["dpa_certified_poisons"]
     assert v["n_changes"] == 2 * v["n_poison"] > 0
+    # the second partition count: its own ensemble, 50 images a partition
+    assert v["dpa_counts_text"].startswith("at k = 30 (about 100 images a partition)")
+    assert "; at k = 60 (about 50 images a partition)" in v["dpa_counts_text"]

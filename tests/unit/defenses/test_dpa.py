@@ -95,3 +95,31 @@ def test_each_training_image_is_shifted_by_its_own_seeded_offset():
     assert len(offsets) > 1  # not one shift for the whole batch
     assert torch.equal(shifted(padded, batch, 2, seed=5), out)  # the seed decides
     assert torch.equal(shifted(x, batch, 0, seed=5), x[batch])
+
+
+def test_each_partition_count_gets_its_own_ensemble_and_the_papers_row_where_known(
+    splits, tmp_path, monkeypatch
+):
+    from backdoor_utils.core import cache
+    from backdoor_utils.orchestration.certified import (
+        PAPER_MNIST,
+        partition_counts,
+        partition_counts_text,
+    )
+
+    monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
+    x, y = splits.x_train[:300], splits.y_train[:300]
+    dpa = DPA(k=3, epochs=2, hidden=8, batch_size=8)
+    table = partition_counts(
+        x, y, splits.x_test[:50], splits.y_test[:50], dpa, [3, 1200]
+    )
+    assert list(table.k) == [3, 1200]
+    # a partition's nominal size follows k: 300 images / 3 and / 1,200 (at least one)
+    assert list(table["images a partition"]) == [100, 1]
+    assert table["paper: clean accuracy"].isna().tolist() == [True, False]
+    assert table.loc[1, "paper: median certified"] == PAPER_MNIST[1200][1]
+    assert table["clean accuracy"].between(0, 1).all()
+    assert (table["seconds to train"] > 0).all()
+    text = partition_counts_text(table)
+    assert text.startswith("at k = 3 (about 100 images a partition) clean accuracy")
+    assert text.endswith("(the paper: 0.9581 and 448)") and text.count("paper") == 1
