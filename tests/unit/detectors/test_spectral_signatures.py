@@ -3,7 +3,6 @@ behaviour is known exactly."""
 
 import pytest
 import torch
-from torch import nn
 
 from backdoor_utils import detectors
 from backdoor_utils.detectors.spectral_signatures import (
@@ -11,25 +10,7 @@ from backdoor_utils.detectors.spectral_signatures import (
     direction_scores,
     outlier_scores,
 )
-
-
-class Features(nn.Module):
-    """Pooled conv features = pixels 32-63 of the image, penultimate representations =
-    the first 32 pixels (known to the test); the test puts the poisons' signature in
-    one of them only."""
-
-    def __init__(self):
-        super().__init__()
-        self.dummy = nn.Linear(1, 1)
-
-    def penultimate_activations(self, x):
-        return x.flatten(1)[:, :32]
-
-    def conv_features(self, x):
-        return x.flatten(1)[:, 32:64].reshape(len(x), 2, 4, 4)
-
-    def last_conv_activations(self, x):
-        return x.flatten(1)[:, 64:96].reshape(len(x), 2, 4, 4)
+from tests.unit.stand_ins import PixelFeatures
 
 
 def _label_with_poisons(n_clean=900, n_poison=90, seed=0, pixels=slice(32, 64)):
@@ -81,7 +62,7 @@ def test_spectral_signatures_remove_one_and_a_half_epsilon_of_each_label_and_cat
     x2, y2, _ = _label_with_poisons(n_poison=0, seed=1)
     x, y = torch.cat([x, x2]), torch.cat([y, y2 + 1])
     truth = torch.cat([truth, torch.zeros(len(y2), dtype=torch.bool)])
-    found = SpectralSignatures(epsilon=0.1).detect(Features(), x, y)
+    found = SpectralSignatures(epsilon=0.1).detect(PixelFeatures(), x, y)
     assert found.removed_per_label == {0: int(1.5 * 0.1 * 990), 1: int(1.5 * 0.1 * 900)}
     assert int(found.flags.sum()) == sum(found.removed_per_label.values())
     recall = float((found.flags & truth).sum() / truth.sum())
@@ -101,11 +82,11 @@ def test_spectral_signatures_read_the_layer_asked_for_by_default_the_conv_featur
 ):
     x, y, truth = _label_with_poisons(pixels=pixels)
     kwargs = {} if layer == "conv" else {"layer": layer}
-    found = SpectralSignatures(**kwargs).detect(Features(), x, y)
+    found = SpectralSignatures(**kwargs).detect(PixelFeatures(), x, y)
     assert float((found.flags & truth).sum() / truth.sum()) >= 0.95
     # the other layers carry no signature: the same detector there finds few poisons
     other = "penultimate" if layer == "conv" else "conv"
-    missed = SpectralSignatures(layer=other).detect(Features(), x, y)
+    missed = SpectralSignatures(layer=other).detect(PixelFeatures(), x, y)
     assert float((missed.flags & truth).sum() / truth.sum()) < 0.5
 
 

@@ -11,6 +11,7 @@ from backdoor_utils.detectors.activation_clustering import (
     Reclassification,
 )
 from backdoor_utils.orchestration.studies import failure_reason, where_the_poisons_went
+from tests.unit.stand_ins import PixelFeatures
 
 
 def _run(**overrides):
@@ -258,24 +259,6 @@ def test_learned_vs_fixed_puts_each_step_size_beside_the_frozen_patch(monkeypatc
     assert (tables[100].trigger_lr_scale == 100).all() and len(runs[1]) == 2
 
 
-class _Features(torch.nn.Module):
-    """Stand-in model: the pooled conv features are pixels 32-63, the penultimate layer
-    the first 32 pixels, the last conv layer (before pooling) pixels 64-127."""
-
-    def __init__(self):
-        super().__init__()
-        self.dummy = torch.nn.Linear(1, 1)
-
-    def penultimate_activations(self, x):
-        return x.flatten(1)[:, :32]
-
-    def conv_features(self, x):
-        return x.flatten(1)[:, 32:64].reshape(len(x), 2, 4, 4)
-
-    def last_conv_activations(self, x):
-        return x.flatten(1)[:, 64:128].reshape(len(x), 4, 4, 4)
-
-
 def _signature_in_conv_features(n_clean=900, n_poison=90):
     """A poisoned training set of one label (the target, 0) whose poisons are shifted
     along one non-negative direction of the conv features only."""
@@ -290,7 +273,7 @@ def _signature_in_conv_features(n_clean=900, n_poison=90):
     return SimpleNamespace(
         poisoned=SimpleNamespace(x=x, y=y, is_poison=truth),
         experiment=SimpleNamespace(target_label=0),
-        model=_Features(),
+        model=PixelFeatures(),
     )
 
 
