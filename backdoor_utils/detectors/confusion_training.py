@@ -281,12 +281,10 @@ class ConfusionTraining(Detector):
         generator = torch.Generator().manual_seed(seed)
         last = len(self.distillation_ratios)
         current = torch.arange(len(y))
-        base = None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            base = SimpleCNN().to(dev)  # pretrained further in every round
         for n in range(last + 1):
-            if base is None:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(seed)
-                    base = SimpleCNN().to(dev)
             x_set, y_set = x[current], y[current]
             if n == last:  # the clean set joins, its labels shifted by one
                 x_set = torch.cat([x_set, x_clean])
