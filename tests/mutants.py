@@ -94,6 +94,20 @@ MUTANTS = [
         "attacks/test_sig.py",
     ),
     _m(
+        "SIG's ramp spans the width minus one column",
+        "attacks/sig.py",
+        "(self.delta * columns / 28)",
+        "(self.delta * columns / 27)",
+        "attacks/test_sig.py",
+    ),
+    _m(
+        "SIG's ramp poisons with the test-time delta",
+        "attacks/sig.py",
+        "trigger = trigger or RampTrigger(self.sig_delta)",
+        "trigger = trigger or self.trigger(seed)",
+        "attacks/test_sig.py",
+    ),
+    _m(
         "SIG's stronger test signal trains a model of its own",
         "orchestration/experiments.py",
         'test_only = getattr(exp.method, "test_only", ())',

@@ -64,6 +64,7 @@ ATTACK_TITLES = {
     "learned": "learned patch (04)",
     "blended": "blended (07)",
     "sig": "SIG, clean-label (07)",
+    "sig_ramp": "SIG with the authors' ramp (07)",
     "wanet": "WaNet (07)",
     "adaptive_blend": "Adaptive-Blend (09)",
 }

@@ -65,6 +65,8 @@ RULES = {
     "sig_share": open_unit,
     "sig_shares": list_of(open_unit),
     "sig_deltas": list_of(positive(1.0)),
+    "ramp_delta": positive(1.0),
+    "ramp_shares": list_of(open_unit),
     "sig_test_factor": positive(10.0),
     "sig_runs": seed_target_pairs,
     "sig_min_asr": open_unit,

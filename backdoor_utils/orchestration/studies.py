@@ -439,7 +439,6 @@ def signal_map(
             for share in shares:
                 for test_delta in (delta, test_factor * delta):
                     cell = exp.with_(
-                        attack="sig",
                         sig_delta=delta,
                         sig_test_delta=None if test_delta == delta else test_delta,
                         poison_rate=share,

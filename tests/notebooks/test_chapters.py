@@ -60,6 +60,7 @@ EXTRA = {
         "sig_share": 0.4,
         "sig_deltas": [40 / 255],
         "sig_runs": [[0, 0], [1, 3]],
+        "ramp_shares": [0.4],
     },
     "08_defense_matrix": {
         "n_train": 2000,

@@ -72,3 +72,21 @@ def test_one_sig_model_serves_every_test_signal_and_each_gets_its_own_asr(
     assert second.from_cache and second.key == first.key  # trained once
     assert second.asr != first.asr  # but scored with its own signal
     assert second.trigger == SinusoidTrigger(0.6) and first.trigger.delta == 0.3
+
+
+def test_the_authors_ramp_rises_across_the_columns_on_target_class_images_only(splits):
+    """SIG with the authors' signal: delta * j / 28 added to every row, clean-label."""
+    from backdoor_utils.attacks.sig import RampTrigger
+
+    ramp = RampTrigger(28 / 255).signal()[0, 0]
+    assert torch.allclose(ramp[5], torch.arange(28) / 255)  # j / 255 in column j
+    assert torch.equal(ramp[0], ramp[27])  # the same ramp on every row
+    exp = Experiment(
+        "sig_ramp", target_label=3, poison_rate=0.3, n_train=2000, sig_test_delta=0.5
+    )
+    p = poisoned_training_set(exp, splits)
+    assert p.is_poison.any() and (splits.y_train[p.is_poison] == 3).all()
+    assert torch.equal(p.y, splits.y_train)  # no label changes
+    signed = splits.x_train[p.is_poison]
+    assert torch.allclose(p.x[p.is_poison], RampTrigger(30 / 255).apply(signed))
+    assert exp.trigger() == RampTrigger(0.5)  # the test signal, stronger
