@@ -61,10 +61,12 @@ EXTRA = {
         "sig_deltas": [40 / 255],
         "sig_runs": [[0, 0], [1, 3]],
         "ramp_shares": [0.4],
+        "wanet_epochs": 3,
     },
     "08_defense_matrix": {
         "n_train": 2000,
         "attacks": ["patch"],
+        "wanet_epochs": 3,
         "matrix_runs": [[0, 0], [1, 3]],
         "ibau_rounds": 1,
         "ss_epsilon": 0.35,
