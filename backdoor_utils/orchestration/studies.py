@@ -9,7 +9,7 @@ detection.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,7 @@ from .experiments import (
     reversed_triggers,
     run_attack,
     sweep,
+    train_cached,
     train_on_data_cached,
 )
 from ..core.metrics import attack_success_rate, distortion
@@ -690,6 +691,21 @@ def _target_label(result: AttackResult) -> tuple[torch.Tensor, np.ndarray]:
     return x[index], truth[index].numpy()
 
 
+def _cached_table(spec: dict, compute, code, device: str = "auto") -> pd.DataFrame:
+    """A study's table computed once per model and setting: ``compute()``'s rows are
+    cached (kind "studies") under ``spec``, keyed on ``code`` - the singular value
+    decompositions behind these tables take minutes at full scale, and a chapter that
+    re-executes should not pay them again."""
+    rows, _ = train_cached(
+        spec,
+        lambda: compute().to_dict("records"),
+        kind="studies",
+        code=code,
+        device=device,
+    )
+    return pd.DataFrame(rows)
+
+
 def singular_directions(
     result: AttackResult, detector: SpectralSignatures, n_directions: int = 5
 ) -> pd.DataFrame:
@@ -698,8 +714,23 @@ def singular_directions(
     right-singular vectors of the target label's centred representations - its singular
     value, the AUROC of the score for poisoned vs genuine, and the recall of removing
     the top ``1.5 * epsilon`` of the label by it. The method uses only the first
-    direction; this shows whether the poisons sit along it or along another.
+    direction; this shows whether the poisons sit along it or along another. Cached
+    (:func:`_cached_table`).
     """
+    spec = {
+        "kind": "singular_directions",
+        "model": result.key,
+        "detector_params": asdict(detector),
+        "n_directions": n_directions,
+    }
+    return _cached_table(
+        spec,
+        lambda: _singular_directions(result, detector, n_directions),
+        (_singular_directions, type(detector)),
+    )
+
+
+def _singular_directions(result, detector, n_directions) -> pd.DataFrame:
     x, poison = _target_label(result)
     reps = activations(result.model, x, layer=detector.layer)
     scores, values = direction_scores(reps, n_directions, detector.scoring)
@@ -722,8 +753,23 @@ def spectral_variants(
     every ``layer`` with every ``scoring`` (top singular direction, the top ``1.5 *
     epsilon`` removed) - the representations' size, the AUROC of the score for
     poisoned vs genuine and the recall of the removal. Which choice decides what the
-    method finds: the layer, the scoring, or both.
+    method finds: the layer, the scoring, or both. Cached (:func:`_cached_table`).
     """
+    spec = {
+        "kind": "spectral_variants",
+        "model": result.key,
+        "epsilon": epsilon,
+        "layers": list(layers),
+        "scorings": list(scorings),
+    }
+    return _cached_table(
+        spec,
+        lambda: _spectral_variants(result, epsilon, layers, scorings),
+        (_spectral_variants,),
+    )
+
+
+def _spectral_variants(result, epsilon, layers, scorings) -> pd.DataFrame:
     x, poison = _target_label(result)
     rows = []
     for layer in layers:

@@ -274,13 +274,22 @@ def _signature_in_conv_features(n_clean=900, n_poison=90):
         poisoned=SimpleNamespace(x=x, y=y, is_poison=truth),
         experiment=SimpleNamespace(target_label=0),
         model=PixelFeatures(),
+        key="stand-in",  # the model's cache key: the studies' tables are keyed on it
     )
 
 
-def test_spectral_variants_score_every_layer_and_scoring_against_the_true_flags():
+def test_spectral_variants_score_every_layer_and_scoring_against_the_true_flags(
+    tmp_path, monkeypatch
+):
+    from backdoor_utils.core import cache
     from backdoor_utils.orchestration.studies import spectral_variants
 
+    monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
     table = spectral_variants(_signature_in_conv_features(), epsilon=0.1)
+    # computed once: a second execution loads the same table from its one entry
+    again = spectral_variants(_signature_in_conv_features(), epsilon=0.1)
+    assert len(list((tmp_path / "studies").glob("*.pt"))) == 1
+    pd.testing.assert_frame_equal(table, again)
     assert list(zip(table.layer, table.scoring)) == [
         (layer, scoring)
         for layer in ("conv", "penultimate", "last_conv")
@@ -299,10 +308,12 @@ def test_spectral_variants_score_every_layer_and_scoring_against_the_true_flags(
     )
 
 
-def test_singular_directions_use_the_detectors_layer_and_scoring():
+def test_singular_directions_use_the_detectors_layer_and_scoring(tmp_path, monkeypatch):
     from backdoor_utils import detectors
+    from backdoor_utils.core import cache
     from backdoor_utils.orchestration.studies import singular_directions
 
+    monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
     run = _signature_in_conv_features()
     at_conv = singular_directions(run, detectors.get("spectral_signatures"), 3)
     assert list(at_conv.direction) == [1, 2, 3]
