@@ -374,6 +374,13 @@ MUTANTS = [
     ),
     # detectors
     _m(
+        "Spectral Signatures' truncated decomposition orders its directions smallest first",
+        "detectors/spectral_signatures.py",
+        'order = np.argsort(-values, kind="stable")',
+        'order = np.argsort(values, kind="stable")',
+        "detectors/test_spectral_signatures.py",
+    ),
+    _m(
         "Spectral Signatures removes the lowest scores",
         "detectors/spectral_signatures.py",
         "descending=True)[:n_remove]",

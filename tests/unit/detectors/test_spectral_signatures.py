@@ -97,3 +97,20 @@ def test_spectral_signatures_reject_unknown_parameters_by_name():
         detectors.get("spectral_signatures", layer="fc")
     with pytest.raises(ValueError, match="scoring"):
         detectors.get("spectral_signatures", scoring="centred")
+
+
+def test_the_truncated_decomposition_finds_the_full_svds_top_directions():
+    """A label too large for a quick full SVD gets ARPACK's: the same singular values
+    and, up to sign, the same vectors - so the same scores."""
+    from backdoor_utils.detectors.spectral_signatures import top_singular
+
+    g = torch.Generator().manual_seed(0)
+    rows = torch.rand(600, 400, generator=g, dtype=torch.float64)
+    rows[:60] += 0.5 * torch.rand(400, generator=g, dtype=torch.float64)
+    centred = rows - rows.mean(0, keepdim=True)
+    values, vectors = top_singular(centred, 3)
+    _, full_values, full_vh = torch.linalg.svd(centred, full_matrices=False)
+    assert torch.allclose(values, full_values[:3], rtol=1e-10)
+    assert torch.allclose(
+        (centred @ vectors.T).abs(), (centred @ full_vh[:3].T).abs(), atol=1e-9
+    )
