@@ -67,7 +67,7 @@ def top_singular(matrix: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     singular vectors [k, d], largest first. Where ``k`` is far below the matrix's size a
     truncated decomposition (ARPACK to machine precision, from a fixed start vector)
     finds the same vectors as the full one, up to a sign no score depends on - a 5,400 x
-    12,544 label costs a second instead of minutes; small matrices take the full SVD."""
+    12,544 label costs seconds instead of minutes; small matrices take the full SVD."""
     n, d = matrix.shape
     k = min(k, n, d)
     if min(n, d) < 64 or k > min(n, d) // 4:
