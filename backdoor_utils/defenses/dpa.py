@@ -51,6 +51,13 @@ def pixel_sums(x: torch.Tensor) -> torch.Tensor:
     return (x * 255).round().long().flatten(1).sum(1)
 
 
+def nominal_size(n_images: int, k: int) -> int:
+    """The images a partition holds on average (at least one): what a base model's
+    number of steps is set from, so that no model's schedule depends on its own
+    partition's size."""
+    return max(1, round(n_images / k))
+
+
 def partition_of(x: torch.Tensor, k: int) -> torch.Tensor:
     """Each image's partition: the sum of its 0-255 pixel values modulo ``k`` (the
     authors' hash) - a function of the image alone, not of its place in the set."""

@@ -18,6 +18,7 @@ from ..defenses.dpa import (
     certificates,
     certified_accuracy,
     median_certified,
+    nominal_size,
     vote_counts,
 )
 from .experiments import AttackResult, tensor_digest, train_cached
@@ -70,7 +71,7 @@ def partition_counts(
     not)."""
     rows = []
     for k in ks:
-        at_k = replace(dpa, k=k, nominal_size=max(1, round(len(y) / k)))
+        at_k = replace(dpa, k=k, nominal_size=nominal_size(len(y), k))
         model, active, seconds = dpa_ensemble(x, y, at_k, seed, device)
         got = certify(model, active, x_test, y_test, [0])
         paper = PAPER_MNIST.get(k, (float("nan"), float("nan")))
