@@ -235,22 +235,36 @@ def cleanse_over_runs(
     for seed, target in runs:
         result = run_attack(exp.with_(seed=seed, target_label=target), device)
         report = cleanse(result, defense, x_clean)
-        others = np.delete(report.anomaly_index, target)
+        row = _index_row(report, target)
         rows.append(
             {
                 "seed": seed,
                 "target": target,
                 "asr": result.asr,
-                "flagged": ", ".join(map(str, report.flagged)) or "none",
+                "flagged": row["flagged"],
                 "target_hit": target in report.flagged,
-                "target_index": float(report.anomaly_index[target]),
-                "max_other_index": (
-                    float(np.nanmax(others)) if np.isfinite(others).any() else np.nan
-                ),
-                "unreached": len(report.unreached),
+                **{k: row[k] for k in ("target_index", "max_other_index", "unreached")},
             }
         )
     return pd.DataFrame(rows)
+
+
+def _index_row(report, target: int | None, threshold: float = np.inf) -> dict:
+    """What a Neural Cleanse ``report`` says of one model, as table columns: the flagged
+    classes as text, the ``target``'s anomaly index, the largest index among the other
+    classes, how many of those exceed ``threshold`` and how many classes never reached
+    the target rate; ``target`` None for a clean model (every class is "other")."""
+    index = report.anomaly_index
+    others = index if target is None else np.delete(index, target)
+    return {
+        "flagged": ", ".join(map(str, report.flagged)) or "none",
+        "target_index": np.nan if target is None else float(index[target]),
+        "max_other_index": (
+            float(np.nanmax(others)) if np.isfinite(others).any() else np.nan
+        ),
+        "false_flags": int((others > threshold).sum()),
+        "unreached": len(report.unreached),
+    }
 
 
 def cleanse_budgets(
@@ -279,27 +293,19 @@ def cleanse_budgets(
                     result, x_clean, with_seconds=True, **options
                 )
                 report = cleanse_report(triggers, defense.anomaly_threshold)
-                index = report.anomaly_index
-                others = np.delete(index, target) if model == "backdoored" else index
+                backdoored = model == "backdoored"
+                row = _index_row(
+                    report, target if backdoored else None, defense.anomaly_threshold
+                )
                 rows.append(
                     {
                         "budget": name,
                         "seed": seed,
                         "target": target,
                         "model": model,
-                        "flagged": ", ".join(map(str, report.flagged)) or "none",
-                        "target_flagged": model == "backdoored"
-                        and target in report.flagged,
-                        "target_index": (
-                            float(index[target]) if model == "backdoored" else np.nan
-                        ),
-                        "max_other_index": (
-                            float(np.nanmax(others))
-                            if np.isfinite(others).any()
-                            else np.nan
-                        ),
-                        "false_flags": int((others > defense.anomaly_threshold).sum()),
-                        "unreached": len(report.unreached),
+                        "flagged": row.pop("flagged"),
+                        "target_flagged": backdoored and target in report.flagged,
+                        **row,
                         "steps_run": max(t.steps_run for t in triggers),
                         "seconds": seconds,
                     }

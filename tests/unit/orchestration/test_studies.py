@@ -463,3 +463,37 @@ def test_budget_study_scores_each_budget_on_backdoored_and_clean_models(monkeypa
         verdicts.loc["small", "verdicts"] == "seed 0: missed; seed 1: missed +1 false"
     )
     assert verdicts.loc["large", "seconds a model"] == 1000.0
+
+
+def test_cleanse_over_runs_reads_each_run_at_its_own_target(monkeypatch):
+    from types import SimpleNamespace
+
+    from backdoor_utils.defenses.neural_cleanse import CleanseReport, ReversedTrigger
+    from backdoor_utils.orchestration import studies
+    from backdoor_utils.orchestration.experiments import Experiment
+
+    def run_attack(exp, device):
+        return SimpleNamespace(experiment=exp, asr=0.9 + exp.seed / 100)
+
+    def cleanse(result, defense, x_clean):
+        target = result.experiment.target_label
+        index = np.linspace(0.1, 1.0, 10)
+        index[target] = 3.0 + result.experiment.seed
+        index[9 - target] = np.nan  # a class that never reached the target rate
+        triggers = [
+            ReversedTrigger(c, None, None, 1.0, 0.0, c != 9 - target, 5)
+            for c in range(10)
+        ]
+        return CleanseReport(triggers, index, [target])
+
+    monkeypatch.setattr(studies, "run_attack", run_attack)
+    monkeypatch.setattr(studies, "cleanse", cleanse)
+    table = studies.cleanse_over_runs(
+        Experiment("patch"), [[0, 0], [1, 3]], None, None, "cpu"
+    ).set_index("seed")
+    assert list(table.target) == [0, 3] and list(table.asr) == [0.9, 0.91]
+    assert table.loc[1, "target_index"] == 4.0  # label 3, not label 0
+    assert table.loc[1, "flagged"] == "3" and table.loc[1, "target_hit"]
+    assert table.loc[0, "max_other_index"] == 0.9  # label 0 left out, NaN ignored
+    assert table.loc[1, "max_other_index"] == 1.0
+    assert (table.unreached == 1).all()
