@@ -515,6 +515,20 @@ MUTANTS = [
         "defenses/test_neural_cleanse.py",
     ),
     _m(
+        "Neural Cleanse reverses in fp32 at the training precision",
+        "defenses/neural_cleanse.py",
+        'enabled = precision == "training" and bf16_native(dev.type)',
+        'enabled = precision == "fp32" and bf16_native(dev.type)',
+        "defenses/test_neural_cleanse.py",
+    ),
+    _m(
+        "Neural Cleanse keys an fp32 reversal with its precision",
+        "defenses/neural_cleanse.py",
+        '        if self.precision == "fp32":\n            return budget\n',
+        "",
+        "defenses/test_neural_cleanse.py",
+    ),
+    _m(
         "unlearning stamps nothing",
         "defenses/neural_cleanse.py",
         "    x[stamp] = reversed_trigger.apply(x[stamp])\n",

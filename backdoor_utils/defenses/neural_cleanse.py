@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..core.checks import above_one, integer, positive
+from ..core.checks import above_one, choice, integer, positive
 from ..core.models import SimpleCNN
-from ..core.training import EVAL_BATCH, TrainConfig, predict, train_model
+from ..core.training import EVAL_BATCH, TrainConfig, bf16_native, predict, train_model
 from ..core.column import Column
 from .base import DefenderData, Defense, Repair, register
 
@@ -462,6 +462,31 @@ def neural_cleanse(
     return reverse_engineer_triggers(model, x_clean, range(10), seed=seed, **options)
 
 
+#: The precisions a reversal runs at: "training" - the book's training precision, bf16
+#: autocast where the device computes bf16 natively (fp32 elsewhere), as training and
+#: I-BAU run; "fp32" - as the authors' (Keras, fp32) code runs.
+PRECISIONS = ("training", "fp32")
+
+
+def neural_cleanse_at(
+    model: SimpleCNN,
+    x_clean: torch.Tensor,
+    precision: str = "fp32",
+    seed: int = 0,
+    **options,
+) -> list[ReversedTrigger]:
+    """:func:`neural_cleanse` at ``precision`` (:data:`PRECISIONS`): the whole
+    reversal - the optimisation and the final check of its candidates - under bf16
+    autocast when ``precision`` is "training" and the model's device computes bf16
+    natively."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    dev = next(model.parameters()).device
+    enabled = precision == "training" and bf16_native(dev.type)
+    with torch.autocast(dev.type, torch.bfloat16, enabled=enabled):
+        return neural_cleanse(model, x_clean, seed=seed, **options)
+
+
 def pack_reversed(triggers: list[ReversedTrigger]) -> dict:
     """Tensors only, so the result can be cached and loaded with
     ``weights_only=True``."""
@@ -511,6 +536,7 @@ class NeuralCleanse(Defense):
         "anomaly_threshold": positive(100.0),
         "unlearn_epochs": integer(1, 50),
         "cost_multiplier": above_one(10.0),
+        "precision": choice(PRECISIONS),
     }
     steps: int = 300
     n_samples: int = 320
@@ -518,24 +544,31 @@ class NeuralCleanse(Defense):
     anomaly_threshold: float = 2.0
     unlearn_epochs: int = 5
     cost_multiplier: float = 1.5  # the authors' example: 2
+    precision: str = "training"  # the authors': "fp32"
 
     def report(
         self, model: SimpleCNN, x_clean: torch.Tensor, seed: int = 0, reverse=None
     ) -> CleanseReport:
-        reverse = reverse or neural_cleanse
+        reverse = reverse or neural_cleanse_at
         return cleanse_report(
             reverse(model, x_clean, **self.options(), seed=seed),
             self.anomaly_threshold,
         )
 
     def options(self) -> dict:
-        """The reversal's budget (:func:`reverse_engineer_triggers`' options)."""
-        return {
+        """The reversal's budget (:func:`reverse_engineer_triggers`' options) and its
+        precision (:func:`neural_cleanse_at`); "fp32", what every reversal ran at before
+        the precision became an option, is left out, so those stay keyed as they were.
+        """
+        budget = {
             "steps": self.steps,
             "n_samples": self.n_samples,
             "batch_size": self.batch_size,
             "cost_multiplier": self.cost_multiplier,
         }
+        if self.precision == "fp32":
+            return budget
+        return {**budget, "precision": self.precision}
 
     def unlearn_flagged(
         self,

@@ -24,6 +24,7 @@ from ..defenses import (
     CleanseReport,
     NeuralCleanse,
     neural_cleanse,
+    neural_cleanse_at,
     pack_reversed,
     unpack_reversed,
 )
@@ -438,7 +439,7 @@ def reversed_triggers(
 ):
     """Neural Cleanse's reversed trigger for every class of ``result``'s model (cached).
 
-    ``options`` are passed to :func:`backdoor_utils.defenses.neural_cleanse` and are
+    ``options`` are passed to :func:`backdoor_utils.defenses.neural_cleanse_at` and are
     part of the cache key, as are the model's key, the clean images and the reversal's
     code. ``with_seconds``: ``(triggers, seconds)``, the seconds the reversal took when
     it was computed (kept with it in the cache).
@@ -454,11 +455,14 @@ def reversed_triggers(
 
     def compute():
         start = time.perf_counter()
-        packed = pack_reversed(neural_cleanse(result.model, x_clean, **options))
+        packed = pack_reversed(neural_cleanse_at(result.model, x_clean, **options))
         return {**packed, "seconds": torch.tensor(time.perf_counter() - start)}
 
+    # an fp32 reversal (no precision option) runs neural_cleanse as it is and stays
+    # keyed on it alone
+    reversal = neural_cleanse_at if "precision" in options else neural_cleanse
     payload, _ = train_cached(
-        spec, compute, kind="neural_cleanse", code=(neural_cleanse, pack_reversed)
+        spec, compute, kind="neural_cleanse", code=(reversal, pack_reversed)
     )
     triggers = unpack_reversed(payload)
     if not with_seconds:

@@ -254,3 +254,42 @@ def test_neural_cleanse_unlearns_only_flagged_classes_and_measure_is_defense_met
     assert measure(model) == defenses.defense_metrics(
         model, defender, small, planted["trigger"], 0
     )
+
+
+def test_reversal_runs_at_the_training_precision_and_the_authors_fp32_keeps_its_key(
+    monkeypatch,
+):
+    import importlib
+
+    nc = importlib.import_module("backdoor_utils.defenses.neural_cleanse")
+
+    seen = []
+
+    class Recorder(torch.nn.Module):  # predicts class 0 for every image
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return torch.zeros(len(x), 10) + self.w
+
+    monkeypatch.setattr(nc, "bf16_native", lambda device_type: True)
+    x = torch.rand(40, 1, 28, 28)
+    small = {"steps": 2, "n_samples": 32, "batch_size": 16, "n_eval": 8}
+    for precision, autocast in (("training", True), ("fp32", False)):
+        seen.clear()
+        nc.neural_cleanse_at(Recorder(), x, precision=precision, **small)
+        assert seen and set(seen) == {autocast}, precision
+    monkeypatch.setattr(nc, "bf16_native", lambda device_type: False)
+    seen.clear()
+    nc.neural_cleanse_at(Recorder(), x, precision="training", **small)
+    assert set(seen) == {False}  # no native bf16: fp32
+    with pytest.raises(ValueError, match="precision"):
+        nc.neural_cleanse_at(Recorder(), x, precision="half", **small)
+    with pytest.raises(ValueError, match="precision"):
+        defenses.get("neural_cleanse", precision="half")
+    assert defenses.get("neural_cleanse").options()["precision"] == "training"
+    # an fp32 reversal's options are those of before the precision was an option
+    authors = defenses.get("neural_cleanse", precision="fp32").options()
+    assert set(authors) == {"steps", "n_samples", "batch_size", "cost_multiplier"}
