@@ -129,17 +129,17 @@ MUTANTS = [
         "orchestration/test_studies.py",
     ),
     _m(
-        "Neural Cleanse's budget study skips the target's class on clean models",
+        "Neural Cleanse's studies skip the target's class on clean models",
         "orchestration/studies.py",
-        'others = np.delete(index, target) if model == "backdoored" else index',
-        "others = np.delete(index, target)",
+        "report, target if backdoored else None, defense.anomaly_threshold",
+        "report, target, defense.anomaly_threshold",
         "orchestration/test_studies.py",
     ),
     _m(
-        "Neural Cleanse's budget study reads label 0's index as the target's",
+        "Neural Cleanse's studies read label 0's index as the target's",
         "orchestration/studies.py",
-        'float(index[target]) if model == "backdoored" else np.nan',
-        'float(index[0]) if model == "backdoored" else np.nan',
+        '"target_index": np.nan if target is None else float(index[target]),',
+        '"target_index": np.nan if target is None else float(index[0]),',
         "orchestration/test_studies.py",
     ),
     _m(
