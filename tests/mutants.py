@@ -623,6 +623,27 @@ MUTANTS = [
         "            score[d] = mean[d]",
         "orchestration/test_matrix.py",
     ),
+    _m(
+        "a repair's runs counted whether the attack worked or not",
+        "orchestration/matrix.py",
+        '    rows = matrix[matrix.defense == defense].merge(worked, on=["attack", "seed"])\n',
+        "    rows = matrix[matrix.defense == defense].reset_index(drop=True)\n",
+        "orchestration/test_matrix.py",
+    ),
+    _m(
+        "a repair's price ignored when both are counted",
+        "orchestration/matrix.py",
+        '        "both_met": int((metric & cheap).sum()),\n',
+        '        "both_met": int(metric.sum()),\n',
+        "orchestration/test_matrix.py",
+    ),
+    _m(
+        "ABL's isolation compared with random at the wrong side",
+        "tooling/sentences.py",
+        "    if precision.mean() < book_rate:\n        text += (",
+        "    if precision.mean() >= book_rate:\n        text += (",
+        "tooling/test_sentences.py",
+    ),
 ]
 
 

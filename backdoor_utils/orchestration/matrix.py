@@ -340,3 +340,41 @@ def judge_matrix(
         unstopped,
         not_implanted,
     )
+
+
+def repair_outcomes(matrix: pd.DataFrame, defense: str, min_asr: float = 0.5) -> dict:
+    """Over the runs where the attack implanted a backdoor (ASR before >= ``min_asr``),
+    how ``defense`` fared one run at a time: ``runs`` judged, ``metric_met`` where its
+    metric meets the need, ``price_met`` where it cost at most :data:`MAX_CA_COST_PP`
+    points of clean accuracy, ``both_met`` where both hold, and the smallest and
+    largest cost (points) - what a mean over the cell hides."""
+    worked = attack_runs(matrix, min_asr).query("implanted")[["attack", "seed"]]
+    rows = matrix[matrix.defense == defense].merge(worked, on=["attack", "seed"])
+    metric = pd.Series([meets_need(defense, v) for v in rows.value], dtype=bool)
+    cheap = rows.ca_cost_pp.le(MAX_CA_COST_PP).reset_index(drop=True)
+    return {
+        "runs": len(rows),
+        "metric_met": int(metric.sum()),
+        "price_met": int(cheap.sum()),
+        "both_met": int((metric & cheap).sum()),
+        "cost_min": float(rows.ca_cost_pp.min()),
+        "cost_max": float(rows.ca_cost_pp.max()),
+    }
+
+
+def isolation_rows(matrix: pd.DataFrame, defense: str = "abl") -> pd.DataFrame:
+    """A training-time defense's isolation at every run of ``matrix``: the attack, seed
+    and target, the ASR before, the precision and recall of the images it set apart
+    against the true poison flags, and the ASR and clean-accuracy cost after."""
+    rows = matrix[matrix.defense == defense]
+    names = {
+        "attack": "attack",
+        "seed": "seed",
+        "target": "target",
+        "asr": "ASR before",
+        "isolated_precision": "isolation precision",
+        "isolated_recall": "isolation recall",
+        "asr_after": "ASR after",
+        "ca_cost_pp": "CA cost (points)",
+    }
+    return rows[list(names)].rename(columns=names).reset_index(drop=True)

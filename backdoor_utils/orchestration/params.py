@@ -71,6 +71,7 @@ RULES = {
     "sig_runs": seed_target_pairs,
     "sig_min_asr": open_unit,
     "wanet_poison_rate": open_unit,
+    "abl_poison_rate": open_unit,
     "wanet_epochs": integer(1, 100),
     "first_payload_rate": open_unit,
     "k": integer(1, 100000),

@@ -5,6 +5,7 @@ computed (:func:`computed_with`)."""
 from __future__ import annotations
 
 
+import pandas as pd
 import torch
 
 from ..core.runtime import processor_name
@@ -173,3 +174,77 @@ def spectral_choice(
         f" the settings tried ({best[0]} layer, {best[1]} scoring) catches"
         f" {recall[best]:.3f}."
     )
+
+
+def price_sentence(name: str, need: str, outcomes: dict, max_pp: float) -> str:
+    """Chapter 08's verdict on a defense run by run, from
+    :func:`~..orchestration.matrix.repair_outcomes`: at how many runs its metric meets
+    ``need`` and whether its clean-accuracy price stays within ``max_pp`` points - a
+    repair that removes the backdoor at a price the need does not allow is named as
+    such."""
+    o = outcomes
+    if not o["runs"]:
+        return f"{name} was judged at no run (no attack implanted a backdoor)."
+    text = (
+        f"{name} meets its metric ({need}) at {o['metric_met']} of the {o['runs']} runs"
+        f" where an attack worked"
+    )
+    costs = f"{o['cost_min']:.2f} to {o['cost_max']:.2f} points of clean accuracy"
+    if o["price_met"] == o["runs"]:
+        return text + f", and costs at most {max_pp:g} point at every one ({costs})."
+    return text + (
+        f"; its price ({costs}) exceeds the {max_pp:g} point the need allows at"
+        f" {o['runs'] - o['price_met']} of them, so it meets the whole need at"
+        f" {o['both_met']}."
+    )
+
+
+def isolation_sentence(
+    book: pd.DataFrame, paper: pd.DataFrame, book_rate: float, paper_rate: float
+) -> str:
+    """Chapter 08's account of ABL's isolation, from two tables of
+    :func:`~..orchestration.matrix.isolation_rows`: over the matrix (every attack, the
+    book's rates, the lowest ``book_rate``) and at the paper's ``paper_rate`` (the
+    pixel attack) - whether the images it set apart are the poisons, against the
+    precision a random choice of as many would reach (the poison share), and what its
+    unlearning left."""
+    if not len(book) or not len(paper):
+        return "ABL was not run."
+    precision = book["isolation precision"]
+    text = (
+        f"Over the matrix's {len(book)} runs ABL's isolation sets apart poisons with"
+        f" precision {precision.mean():.3f} on average (exactly 0 at"
+        f" {int((precision == 0).sum())} of them)"
+    )
+    if precision.mean() < book_rate:
+        text += (
+            f", below the {book_rate:.2f} a random choice of as many images would"
+            f" reach at the book's {book_rate:.0%} poison rate: the images its LGA"
+            " training fits best are genuine digits, not"
+            " the poisons, so it unlearns genuine images and leaves the backdoor (ASR"
+            f" after {book['ASR after'].mean():.2f} on average)."
+        )
+    else:
+        text += f" (ASR after {book['ASR after'].mean():.2f} on average)."
+    found = paper["isolation precision"]
+    removed = int((paper["ASR after"] <= 0.05).sum())
+    text += (
+        f" At the paper's {paper_rate:.0%} on the pixel attack its precision is"
+        f" {', '.join(f'{p:.3f}' for p in found)} at the {len(paper)} runs and ASR"
+        f" after is at most 0.05 at {removed} of them: "
+    )
+    held = int((found >= 0.5).sum())
+    if held == len(paper):
+        text += (
+            "there the poisons are the images its training fits first, as the method"
+            " assumes"
+        )
+        if precision.mean() < book_rate:
+            return text + " - its premise depends on how many poisons there are."
+        return text + "."
+    if held:
+        return text + (
+            f"the poisons are the images its training fits first at {held} of the"
+            f" {len(paper)} runs only."
+        )
+    return text + "its premise does not hold there either."

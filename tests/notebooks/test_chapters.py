@@ -371,6 +371,12 @@ def test_defense_matrix_scores_spectral_signatures_strip_and_every_cell(chapter)
     assert "matrix_table" in v  # the results page pastes it (its rows: unit-tested)
     failing = [] if v["failing_cells"] == "none" else v["failing_cells"].split("; ")
     assert len(failing) == v["n_cells"] - v["n_cells_ok"]
+    # the run-by-run sentences: I-BAU judged at both runs, ABL's isolation at both runs
+    # of the matrix and of the paper's poison rate
+    assert v["ibau_price_sentence"].startswith("I-BAU meets its metric")
+    assert "of the 2 runs where an attack worked" in v["ibau_price_sentence"]
+    assert v["abl_isolation_sentence"].startswith("Over the matrix's 2 runs")
+    assert "at the 2 runs and ASR after" in v["abl_isolation_sentence"]
 
 
 @group("09_adaptive_attacker")

@@ -405,3 +405,42 @@ def test_the_matrix_table_names_attacks_and_defenses_for_the_reader_with_every_c
     assert table.loc["pixel (01)", "STRIP (FAR)"] == "0.00 ±\u00a00.00 · 2/2 met"
     assert table.loc["noise (02)", "activation clustering (F1)"] == "0.97 · 1/1 met"
     assert table.loc["SIG, clean-label (07)", "STRIP (FAR)"] == "-"
+
+
+def test_repair_outcomes_count_each_judged_run_by_its_metric_and_by_its_price():
+    from backdoor_utils.orchestration.matrix import repair_outcomes
+
+    matrix = _priced(
+        [
+            (0, "ibau", 0.01, 1.5),  # backdoor gone, at 1.5 points of CA
+            (1, "ibau", 0.03, 0.6),  # gone, and cheap
+            (2, "ibau", 0.40, 0.2),  # cheap, backdoor kept
+            (0, "strip", 0.0, None),
+        ]
+    )
+    matrix.loc[matrix.seed == 3, "asr"] = 0.0
+    outcomes = repair_outcomes(matrix, "ibau", min_asr=0.5)
+    assert outcomes == {
+        "runs": 3,
+        "metric_met": 2,
+        "price_met": 2,
+        "both_met": 1,
+        "cost_min": 0.2,
+        "cost_max": 1.5,
+    }
+    matrix.loc[matrix.seed == 2, "asr"] = 0.1  # that attack run did not implant
+    assert repair_outcomes(matrix, "ibau", min_asr=0.5)["runs"] == 2
+
+
+def test_isolation_rows_give_each_runs_isolation_against_the_true_flags():
+    from backdoor_utils.orchestration.matrix import isolation_rows
+
+    matrix = _priced([(0, "abl", 0.99, 0.2), (1, "abl", 0.02, 0.4), (0, "ibau", 0, 1)])
+    matrix["target"] = matrix.seed
+    matrix["asr_after"] = matrix.value
+    matrix["isolated_precision"] = [0.0, 0.9, np.nan]
+    matrix["isolated_recall"] = [0.0, 0.8, np.nan]
+    rows = isolation_rows(matrix)
+    assert list(rows["isolation precision"]) == [0.0, 0.9]
+    assert list(rows["ASR after"]) == [0.99, 0.02]
+    assert list(rows.columns[:4]) == ["attack", "seed", "target", "ASR before"]

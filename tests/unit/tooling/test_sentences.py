@@ -3,6 +3,7 @@
 import io
 import math
 
+import pandas as pd
 import torch
 
 from backdoor_utils.core import training
@@ -160,3 +161,48 @@ def test_spectral_choice_names_what_decides_and_whether_the_reference_meets_the_
     recall[("conv", "reference")] = 0.95
     text = spectral_choice(recall)
     assert "the scoring decides more" in text and "meets the target" in text
+
+
+def test_price_sentence_names_a_repair_whose_price_exceeds_the_need():
+    from backdoor_utils.tooling.sentences import price_sentence
+
+    outcomes = {
+        "runs": 19,
+        "metric_met": 11,
+        "price_met": 2,
+        "both_met": 0,
+        "cost_min": 0.56,
+        "cost_max": 3.9,
+    }
+    text = price_sentence("I-BAU", "ASR after <= 0.05", outcomes, 1.0)
+    assert text.startswith("I-BAU meets its metric (ASR after <= 0.05) at 11 of the 19")
+    assert "exceeds the 1 point the need allows at 17 of them" in text
+    assert "meets the whole need at 0" in text
+    outcomes.update(price_met=19, both_met=11)
+    text = price_sentence("I-BAU", "ASR after <= 0.05", outcomes, 1.0)
+    assert "costs at most 1 point at every one (0.56 to 3.90" in text
+    assert "judged at no run" in price_sentence("ABL", "x", {"runs": 0}, 1.0)
+
+
+def _isolation(precision, asr_after):
+    return pd.DataFrame({"isolation precision": precision, "ASR after": asr_after})
+
+
+def test_isolation_sentence_compares_abl_with_a_random_choice_and_the_papers_rate():
+    from backdoor_utils.tooling.sentences import isolation_sentence
+
+    book = _isolation([0.0, 0.0, 0.004], [1.0, 1.0, 0.99])
+    paper = _isolation([0.9, 0.95, 0.8], [0.01, 0.02, 0.3])
+    text = isolation_sentence(book, paper, 0.01, 0.1)
+    assert "3 runs ABL's isolation sets apart poisons with precision 0.001 on" in text
+    assert "(exactly 0 at 2 of them)" in text
+    assert "below the 0.01 a random choice" in text
+    assert "its precision is 0.900, 0.950, 0.800 at the 3 runs" in text
+    assert "at most 0.05 at 2 of them" in text
+    assert "premise depends on how many poisons" in text
+    text = isolation_sentence(book, _isolation([0.9, 0.1, 0.0], [0] * 3), 0.01, 0.1)
+    assert "fits first at 1 of the 3 runs only" in text
+    text = isolation_sentence(book, _isolation([0.0] * 3, [1] * 3), 0.01, 0.1)
+    assert text.endswith("its premise does not hold there either.")
+    text = isolation_sentence(_isolation([0.5], [0.0]), paper[:2], 0.01, 0.1)
+    assert "random choice" not in text and "depends on how many" not in text
