@@ -644,6 +644,13 @@ MUTANTS = [
         "    if precision.mean() >= book_rate:\n        text += (",
         "tooling/test_sentences.py",
     ),
+    _m(
+        "ABL's unlearning blamed where it removed the backdoor",
+        "tooling/sentences.py",
+        "    if (left > 0.05).all():\n",
+        "    if (left > 0.05).any():\n",
+        "tooling/test_sentences.py",
+    ),
 ]
 
 

@@ -233,18 +233,30 @@ def isolation_sentence(
         f" {', '.join(f'{p:.3f}' for p in found)} at the {len(paper)} runs and ASR"
         f" after is at most 0.05 at {removed} of them: "
     )
-    held = int((found >= 0.5).sum())
-    if held == len(paper):
+    held = found >= 0.5
+    if not held.any():
+        either = " either" if precision.mean() < book_rate else ""
+        return text + f"its premise does not hold there{either}."
+    if held.all():
         text += (
             "there the poisons are the images its training fits first, as the method"
             " assumes"
         )
-        if precision.mean() < book_rate:
-            return text + " - its premise depends on how many poisons there are."
-        return text + "."
-    if held:
-        return text + (
-            f"the poisons are the images its training fits first at {held} of the"
-            f" {len(paper)} runs only."
+        text += (
+            " - its premise depends on how many poisons there are."
+            if precision.mean() < book_rate
+            else "."
         )
-    return text + "its premise does not hold there either."
+    else:
+        text += (
+            f"the poisons are the images its training fits first at {int(held.sum())}"
+            f" of the {len(paper)} runs only."
+        )
+    left = paper["ASR after"][held]
+    if (left > 0.05).all():
+        text += (
+            " Where it did isolate them, unlearning them left ASR"
+            f" {', '.join(f'{a:.2f}' for a in left)}: on this model, isolating the"
+            " poisons was not enough to remove the backdoor."
+        )
+    return text

@@ -200,8 +200,14 @@ def test_isolation_sentence_compares_abl_with_a_random_choice_and_the_papers_rat
     assert "its precision is 0.900, 0.950, 0.800 at the 3 runs" in text
     assert "at most 0.05 at 2 of them" in text
     assert "premise depends on how many poisons" in text
+    assert "Where it did isolate them" not in text  # the backdoor went at 2 of 3
     text = isolation_sentence(book, _isolation([0.9, 0.1, 0.0], [0] * 3), 0.01, 0.1)
-    assert "fits first at 1 of the 3 runs only" in text
+    assert "fits first at 1 of the 3 runs only." in text
+    assert "Where it did isolate them" not in text
+    paper = _isolation([1.0, 0.124, 0.963], [1.0, 1.0, 0.99])
+    text = isolation_sentence(book, paper, 0.01, 0.1)
+    assert "at 2 of the 3 runs only. Where it did isolate them, unlearning them" in text
+    assert "left ASR 1.00, 0.99: on this model, isolating the poisons" in text
     text = isolation_sentence(book, _isolation([0.0] * 3, [1] * 3), 0.01, 0.1)
     assert text.endswith("its premise does not hold there either.")
     text = isolation_sentence(_isolation([0.5], [0.0]), paper[:2], 0.01, 0.1)
