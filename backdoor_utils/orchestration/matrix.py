@@ -168,6 +168,11 @@ def matrix_summary(
 #: the clean inputs it rejects, set by its FRR).
 MAX_CA_COST_PP = 1.0
 
+#: The kinds of cell (:data:`~..core.column.CELL_KINDS`) of the methods that find
+#: poisons or triggered inputs, and of those that give the defender a repaired model.
+DETECTOR_CELLS = ("detection", "screening")
+REPAIR_CELLS = ("repair", "reversal_repair", "training")
+
 
 def attack_runs(matrix: pd.DataFrame, min_asr: float) -> pd.DataFrame:
     """One row per (attack, seed) of the matrix: the model's CA and ASR before any
@@ -251,16 +256,21 @@ class MatrixVerdict:
             texts = texts + counts + met.add("/").add(n.astype(str), axis=0) + " met"
         return texts.mask(self.mean.isna(), blank)
 
-    def table(self, n_runs: int) -> pd.DataFrame:
+    def table(self, n_runs: int, cells: tuple | None = None) -> pd.DataFrame:
         """The matrix as chapter 08 and the results page show it: one row per attack
-        (its :func:`attack_title`), the seeds of ``n_runs`` at which it implanted a
-        backdoor, then one column per defense (its name and metric) with
-        :meth:`cell_texts` and the seeds that met the need."""
-        cells = self.cell_texts(blank="-", counts=" · ")
-        table = cells.rename(columns=lambda d: f"{column(d).name} ({column(d).metric})")
-        seeds = self.n_seeds.reindex(cells.index).astype(str) + f"/{n_runs}"
+        (its :func:`attack_title`; the header above them says "attack"), the seeds of
+        ``n_runs`` at which it implanted a backdoor, then one column per defense (its
+        name and metric) with :meth:`cell_texts` and the seeds that met the need - every
+        defense, or those whose column computes one of the kinds ``cells`` (e.g.
+        :data:`DETECTOR_CELLS`), so that a page's column holds the table."""
+        texts = self.cell_texts(blank="-", counts=" · ")
+        if cells is not None:
+            texts = texts[[d for d in texts.columns if column(d).cell in cells]]
+        table = texts.rename(columns=lambda d: f"{column(d).name} ({column(d).metric})")
+        seeds = self.n_seeds.reindex(texts.index).astype(str) + f"/{n_runs}"
         table.insert(0, "seeds with a backdoor", seeds)
-        table.index = pd.Index([attack_title(a) for a in cells.index], name="attack")
+        table.index = pd.Index([attack_title(a) for a in texts.index])
+        table.columns.name = "attack"
         return table
 
     def best_defense(self) -> tuple[str, int]:
@@ -378,3 +388,20 @@ def isolation_rows(matrix: pd.DataFrame, defense: str = "abl") -> pd.DataFrame:
         "ca_cost_pp": "CA cost (points)",
     }
     return rows[list(names)].rename(columns=names).reset_index(drop=True)
+
+
+def runs_table(matrix: pd.DataFrame, cells: tuple | None = None) -> pd.DataFrame:
+    """Every run of ``matrix`` as computed, judged or not: one row per (attack, seed),
+    its ASR before any defense, then each defense's metric (every defense, or those
+    whose column computes one of the kinds ``cells``), named as :meth:`table` names
+    them."""
+    chosen = [
+        d
+        for d in columns()
+        if d in set(matrix.defense) and (cells is None or column(d).cell in cells)
+    ]
+    keys = ["attack", "seed"]
+    values = matrix.pivot(index=keys, columns="defense", values="value")[chosen]
+    values = values.rename(columns=lambda d: f"{column(d).name} ({column(d).metric})")
+    before = matrix.groupby(keys, sort=False).asr.first().rename("ASR before")
+    return pd.concat([before, values], axis=1).loc[before.index]

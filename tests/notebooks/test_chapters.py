@@ -368,7 +368,8 @@ def test_defense_matrix_scores_spectral_signatures_strip_and_every_cell(chapter)
     # judged
     assert (v["n_attacks"], v["n_defenses"], v["n_seeds"], v["n_cells"]) == (1, 8, 2, 8)
     assert v["implanted_sentence"].startswith("Every attack implanted")
-    assert "matrix_table" in v  # the results page pastes it (its rows: unit-tested)
+    # the results page pastes both (their rows: unit-tested)
+    assert "matrix_table_detectors" in v and "matrix_table_repairs" in v
     failing = [] if v["failing_cells"] == "none" else v["failing_cells"].split("; ")
     assert len(failing) == v["n_cells"] - v["n_cells_ok"]
     # the run-by-run sentences: I-BAU judged at both runs, ABL's isolation at both runs

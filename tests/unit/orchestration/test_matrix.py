@@ -5,7 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backdoor_utils.orchestration.matrix import attack_runs, judge_matrix, meets_need
+from backdoor_utils.orchestration.matrix import (
+    DETECTOR_CELLS,
+    REPAIR_CELLS,
+    attack_runs,
+    judge_matrix,
+    meets_need,
+)
 
 # (attack, seed, ASR before, {defense: value}); SIG never works, noise works at seed 0
 # only
@@ -405,6 +411,12 @@ def test_the_matrix_table_names_attacks_and_defenses_for_the_reader_with_every_c
     assert table.loc["pixel (01)", "STRIP (FAR)"] == "0.00 ±\u00a00.00 · 2/2 met"
     assert table.loc["noise (02)", "activation clustering (F1)"] == "0.97 · 1/1 met"
     assert table.loc["SIG, clean-label (07)", "STRIP (FAR)"] == "-"
+    assert table.columns.name == "attack"  # the header above the attacks' names
+    split = [verdict.table(2, cells=k) for k in (DETECTOR_CELLS, REPAIR_CELLS)]
+    assert [list(t.columns[1:]) for t in split] == [
+        ["activation clustering (F1)", "STRIP (FAR)"],
+        ["fine-pruning (ASR after)"],
+    ]
 
 
 def test_repair_outcomes_count_each_judged_run_by_its_metric_and_by_its_price():
@@ -444,3 +456,16 @@ def test_isolation_rows_give_each_runs_isolation_against_the_true_flags():
     assert list(rows["isolation precision"]) == [0.0, 0.9]
     assert list(rows["ASR after"]) == [0.99, 0.02]
     assert list(rows.columns[:4]) == ["attack", "seed", "target", "ASR before"]
+
+
+def test_runs_table_shows_every_run_with_its_asr_before_and_the_chosen_kinds():
+    from backdoor_utils.orchestration.matrix import runs_table
+
+    table = runs_table(_matrix(), REPAIR_CELLS)
+    assert list(table.columns) == ["ASR before", "fine-pruning (ASR after)"]
+    assert list(table.index) == [(a, s) for a, s, _, _ in RUNS]  # judged or not
+    assert (
+        table.loc[("noise", 1), "ASR before"]
+        == dict(((a, s), asr) for a, s, asr, _ in RUNS)[("noise", 1)]
+    )
+    assert len(runs_table(_matrix()).columns) == 4
