@@ -633,22 +633,22 @@ MUTANTS = [
     _m(
         "a repair's price ignored when both are counted",
         "orchestration/matrix.py",
-        '        "both_met": int((metric & cheap).sum()),\n',
-        '        "both_met": int(metric.sum()),\n',
+        "    both = [run_meets_need(defense, v, c) for v, c in zip(rows.value, rows.ca_cost_pp)]",
+        "    both = [meets_need(defense, v) for v, c in zip(rows.value, rows.ca_cost_pp)]",
         "orchestration/test_matrix.py",
     ),
     _m(
         "ABL's isolation compared with random at the wrong side",
         "tooling/sentences.py",
-        "    if precision.mean() < book_rate:\n        text += (",
-        "    if precision.mean() >= book_rate:\n        text += (",
+        "    below_random = precision.mean() < book_rate\n",
+        "    below_random = precision.mean() >= book_rate\n",
         "tooling/test_sentences.py",
     ),
     _m(
         "ABL's unlearning blamed where it removed the backdoor",
         "tooling/sentences.py",
-        "    if (left > 0.05).all():\n",
-        "    if (left > 0.05).any():\n",
+        "    if (left > need).all():\n",
+        "    if (left > need).any():\n",
         "tooling/test_sentences.py",
     ),
 ]

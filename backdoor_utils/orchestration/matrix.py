@@ -55,6 +55,18 @@ def matrix_label(defense: str) -> str:
     return column(defense).label
 
 
+def table_heading(defense: str) -> str:
+    """A matrix column's heading in a table: the defense's name, its metric in
+    brackets."""
+    return f"{column(defense).name} ({column(defense).metric})"
+
+
+def of_kinds(defenses, cells: tuple | None = None) -> list:
+    """The ``defenses`` whose column computes one of the kinds ``cells`` (e.g.
+    :data:`DETECTOR_CELLS`), in their order; all of them when ``cells`` is None."""
+    return [d for d in defenses if cells is None or column(d).cell in cells]
+
+
 #: The attacks' names in the book's tables, with the chapter that introduces each; an
 #: attack not listed here is shown by its registry name.
 ATTACK_TITLES = {
@@ -264,9 +276,8 @@ class MatrixVerdict:
         defense, or those whose column computes one of the kinds ``cells`` (e.g.
         :data:`DETECTOR_CELLS`), so that a page's column holds the table."""
         texts = self.cell_texts(blank="-", counts=" · ")
-        if cells is not None:
-            texts = texts[[d for d in texts.columns if column(d).cell in cells]]
-        table = texts.rename(columns=lambda d: f"{column(d).name} ({column(d).metric})")
+        texts = texts[of_kinds(texts.columns, cells)]
+        table = texts.rename(columns=table_heading)
         seeds = self.n_seeds.reindex(texts.index).astype(str) + f"/{n_runs}"
         table.insert(0, "seeds with a backdoor", seeds)
         table.index = pd.Index([attack_title(a) for a in texts.index])
@@ -360,13 +371,13 @@ def repair_outcomes(matrix: pd.DataFrame, defense: str, min_asr: float = 0.5) ->
     largest cost (points) - what a mean over the cell hides."""
     worked = attack_runs(matrix, min_asr).query("implanted")[["attack", "seed"]]
     rows = matrix[matrix.defense == defense].merge(worked, on=["attack", "seed"])
-    metric = pd.Series([meets_need(defense, v) for v in rows.value], dtype=bool)
-    cheap = rows.ca_cost_pp.le(MAX_CA_COST_PP).reset_index(drop=True)
+    metric = [meets_need(defense, v) for v in rows.value]
+    both = [run_meets_need(defense, v, c) for v, c in zip(rows.value, rows.ca_cost_pp)]
     return {
         "runs": len(rows),
-        "metric_met": int(metric.sum()),
-        "price_met": int(cheap.sum()),
-        "both_met": int((metric & cheap).sum()),
+        "metric_met": sum(metric),
+        "price_met": int(rows.ca_cost_pp.le(MAX_CA_COST_PP).sum()),
+        "both_met": sum(both),  # the verdict's own rule (:func:`run_meets_need`)
         "cost_min": float(rows.ca_cost_pp.min()),
         "cost_max": float(rows.ca_cost_pp.max()),
     }
@@ -395,13 +406,9 @@ def runs_table(matrix: pd.DataFrame, cells: tuple | None = None) -> pd.DataFrame
     its ASR before any defense, then each defense's metric (every defense, or those
     whose column computes one of the kinds ``cells``), named as :meth:`table` names
     them."""
-    chosen = [
-        d
-        for d in columns()
-        if d in set(matrix.defense) and (cells is None or column(d).cell in cells)
-    ]
+    chosen = of_kinds([d for d in columns() if d in set(matrix.defense)], cells)
     keys = ["attack", "seed"]
     values = matrix.pivot(index=keys, columns="defense", values="value")[chosen]
-    values = values.rename(columns=lambda d: f"{column(d).name} ({column(d).metric})")
+    values = values.rename(columns=table_heading)
     before = matrix.groupby(keys, sort=False).asr.first().rename("ASR before")
     return pd.concat([before, values], axis=1).loc[before.index]

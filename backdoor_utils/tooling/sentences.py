@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from ..core.runtime import processor_name
+from ..defenses.abl import ABL
 from ..core.training import precision_override, resolve_device, training_precision
 
 
@@ -210,13 +211,15 @@ def isolation_sentence(
     unlearning left."""
     if not len(book) or not len(paper):
         return "ABL was not run."
+    need = ABL.column.need  # the ASR after a defender needs
     precision = book["isolation precision"]
+    below_random = precision.mean() < book_rate
     text = (
         f"Over the matrix's {len(book)} runs ABL's isolation sets apart poisons with"
         f" precision {precision.mean():.3f} on average (exactly 0 at"
         f" {int((precision == 0).sum())} of them)"
     )
-    if precision.mean() < book_rate:
+    if below_random:
         text += (
             f", below the {book_rate:.2f} a random choice of as many images would"
             f" reach at the book's {book_rate:.0%} poison rate: the images its LGA"
@@ -227,15 +230,15 @@ def isolation_sentence(
     else:
         text += f" (ASR after {book['ASR after'].mean():.2f} on average)."
     found = paper["isolation precision"]
-    removed = int((paper["ASR after"] <= 0.05).sum())
+    removed = int((paper["ASR after"] <= need).sum())
     text += (
         f" At the paper's {paper_rate:.0%} on the pixel attack its precision is"
         f" {', '.join(f'{p:.3f}' for p in found)} at the {len(paper)} runs and ASR"
-        f" after is at most 0.05 at {removed} of them: "
+        f" after is at most {need:g} at {removed} of them: "
     )
     held = found >= 0.5
     if not held.any():
-        either = " either" if precision.mean() < book_rate else ""
+        either = " either" if below_random else ""
         return text + f"its premise does not hold there{either}."
     if held.all():
         text += (
@@ -244,7 +247,7 @@ def isolation_sentence(
         )
         text += (
             " - its premise depends on how many poisons there are."
-            if precision.mean() < book_rate
+            if below_random
             else "."
         )
     else:
@@ -253,7 +256,7 @@ def isolation_sentence(
             f" of the {len(paper)} runs only."
         )
     left = paper["ASR after"][held]
-    if (left > 0.05).all():
+    if (left > need).all():
         text += (
             " Where it did isolate them, unlearning them left ASR"
             f" {', '.join(f'{a:.2f}' for a in left)}: on this model, isolating the"
