@@ -651,6 +651,34 @@ MUTANTS = [
         "    if (left > need).any():\n",
         "tooling/test_sentences.py",
     ),
+    _m(
+        "Confusion Training's study counts every poison of a label as isolated",
+        "orchestration/studies.py",
+        '"poisons isolated": int((fits & truth).sum()),',
+        '"poisons isolated": int((members & truth).sum()),',
+        "orchestration/test_studies.py",
+    ),
+    _m(
+        "Confusion Training's summary reads label 0 as every run's target",
+        "orchestration/studies.py",
+        '        on_target = run[run["label"] == target].iloc[0]\n',
+        '        on_target = run[run["label"] == 0].iloc[0]\n',
+        "orchestration/test_studies.py",
+    ),
+    _m(
+        "Confusion Training keeps only the flagged images as isolated",
+        "detectors/confusion_training.py",
+        "flags, ratios, cleansed, distilled, torch.from_numpy(agrees)",
+        "flags, ratios, cleansed, distilled, flags",
+        "detectors/test_confusion_training.py",
+    ),
+    _m(
+        "Confusion Training's final test blamed where the confusion lost the poisons",
+        "tooling/sentences.py",
+        "    lost = int((fitted < fitted_floor).sum())\n",
+        "    lost = int((fitted >= fitted_floor).sum())\n",
+        "tooling/test_sentences.py",
+    ),
 ]
 
 

@@ -65,12 +65,14 @@ N_CLASSES = 10
 class ConfusionResult:
     """``flags``: the isolated images of the cleansed labels; ``ratios``: every label's
     likelihood ratio; ``cleansed``: the labels cleansed; ``distilled``: the indices of
-    the last distilled set."""
+    the last distilled set; ``isolated``: every image the confused model still
+    predicts as its label (flagged or not)."""
 
     flags: torch.Tensor
     ratios: dict
     cleansed: list
     distilled: torch.Tensor
+    isolated: torch.Tensor
 
 
 def confusion_labels(predicted: torch.Tensor, step: int) -> torch.Tensor:
@@ -334,4 +336,6 @@ class ConfusionTraining(Detector):
         flags = torch.zeros(len(y), dtype=torch.bool)
         for c in cleansed:
             flags |= torch.from_numpy((y == c).numpy() & agrees)
-        return ConfusionResult(flags, ratios, cleansed, distilled)
+        return ConfusionResult(
+            flags, ratios, cleansed, distilled, torch.from_numpy(agrees)
+        )

@@ -23,6 +23,11 @@ from ..defenses.neural_cleanse import cleanse_report
 from ..attacks.learned import pixel_change
 from ..detectors import Detector
 from ..detectors.activation_clustering import Detection
+from ..detectors.confusion_training import (
+    N_CLASSES,
+    ConfusionResult,
+    ConfusionTraining,
+)
 from ..detectors.spectral_signatures import (
     LAYERS,
     SCORINGS,
@@ -36,11 +41,13 @@ from .experiments import (
     reversed_triggers,
     run_attack,
     sweep,
+    tensor_digest,
     train_cached,
     train_on_data_cached,
 )
 from ..core.metrics import attack_success_rate, distortion
-from .defend import detect_cached, training_set
+from ..defenses import defender_data
+from .defend import detect_and_score, detect_cached, training_set
 from ..core.training import activations
 
 
@@ -790,4 +797,120 @@ def _spectral_variants(result, epsilon, layers, scorings) -> pd.DataFrame:
                     **_removal_scores(poison, score, epsilon),
                 }
             )
+    return pd.DataFrame(rows)
+
+
+def confusion_labels_table(
+    found: ConfusionResult, y: torch.Tensor, truth: torch.Tensor
+) -> pd.DataFrame:
+    """For the reader, from the true flags: Confusion Training's result label by label -
+    the images carrying the label and the poisons among them, how many of each the last
+    distilled set kept, how many the confused model still fits (its *isolated* images,
+    flagged only when the label is cleansed), the label's likelihood ratio and whether
+    the final test cleansed it."""
+    kept = torch.zeros(len(y), dtype=torch.bool)
+    kept[found.distilled] = True
+    rows = []
+    for label in range(N_CLASSES):
+        members = y == label
+        fits = members & found.isolated
+        rows.append(
+            {
+                "label": label,
+                "images": int(members.sum()),
+                "poisons": int((members & truth).sum()),
+                "distilled": int((members & kept).sum()),
+                "poisons distilled": int((members & kept & truth).sum()),
+                "isolated": int(fits.sum()),
+                "poisons isolated": int((fits & truth).sum()),
+                "ratio": float(found.ratios.get(label, 1.0)),
+                "cleansed": label in found.cleansed,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def confusion_over_runs(
+    experiments: dict,
+    runs,
+    detector: ConfusionTraining,
+    device: str = "auto",
+    n_tune: int = 5000,
+) -> pd.DataFrame:
+    """Confusion Training (``detector``) on every attack (``{name: Experiment}``) at
+    every ``(seed, target_label)`` in ``runs``, with the defender's clean set and the
+    seed the matrix gives it (:func:`.matrix.defense_matrix`): one
+    :func:`confusion_labels_table` row per (attack, run, label), cached - a run trains
+    for minutes."""
+    tables = []
+    for attack, exp in experiments.items():
+        for seed, target in runs:
+            result = run_attack(exp.with_(seed=seed, target_label=target), device)
+            defender = defender_data(result.splits, n_tune=n_tune)
+            spec = {
+                "kind": "confusion_over_runs",
+                "model": result.key,
+                "detector_params": asdict(detector),
+                "defender_data": tensor_digest(defender.x_tune, defender.y_tune),
+                "seed": seed,
+            }
+            table = _cached_table(
+                spec,
+                lambda: _confusion_run(result, detector, seed, device, defender),
+                (_confusion_run, type(detector)),
+                device,
+            )
+            tables.append(table.assign(attack=attack, seed=seed, target=target))
+    columns = ["attack", "seed", "target"]
+    table = pd.concat(tables, ignore_index=True)
+    return table[columns + [c for c in table.columns if c not in columns]]
+
+
+def _confusion_run(result, detector, seed, device, defender) -> pd.DataFrame:
+    found, _ = detect_and_score(result, detector, seed, device, defender)
+    _, y, truth = training_set(result)
+    return confusion_labels_table(found, y, truth)
+
+
+def confusion_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (attack, run) of :func:`confusion_over_runs`: where the poisons were
+    at each stage - in the last distilled set (against its size), isolated by the
+    confused model - what the final test cleansed (the target? which genuine labels?),
+    and the detection's precision, recall and F1 against the true flags (those of the
+    matrix's cell)."""
+    rows = []
+    for (attack, seed, target), run in table.groupby(
+        ["attack", "seed", "target"], sort=False
+    ):
+        on_target = run[run["label"] == target].iloc[0]
+        others = run[run["label"] != target]
+        cleansed = run[run["cleansed"]]
+        flagged = int(cleansed["isolated"].sum())
+        caught = int(cleansed["poisons isolated"].sum())
+        poisons = int(run["poisons"].sum())
+        precision = caught / flagged if flagged else 0.0
+        recall = caught / poisons if poisons else 0.0
+        rows.append(
+            {
+                "attack": attack,
+                "seed": seed,
+                "target": target,
+                "images": int(run["images"].sum()),
+                "poisons": poisons,
+                "distilled": int(run["distilled"].sum()),
+                "poisons distilled": int(run["poisons distilled"].sum()),
+                "poisons isolated": int(run["poisons isolated"].sum()),
+                "target's ratio": float(on_target["ratio"]),
+                "target cleansed": bool(on_target["cleansed"]),
+                "genuine labels cleansed": ", ".join(
+                    str(c) for c in others.loc[others["cleansed"], "label"]
+                ),
+                "flagged": flagged,
+                "precision": precision,
+                "recall": recall,
+                "f1": (
+                    2 * precision * recall / (precision + recall) if caught else 0.0
+                ),
+            }
+        )
     return pd.DataFrame(rows)

@@ -362,3 +362,43 @@ def latent_scatter(panels: dict, title: str = ""):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def ratio_bars(panels: dict, target: int, threshold: float, title: str, clip=10.0):
+    """Confusion Training's final test, one panel per run ({name: (labels, ratios,
+    cleansed)}): each label's likelihood ratio as log10 (clipped at ``clip``, the true
+    value written above a clipped bar), the cleansed labels in red, the target's tick
+    marked and the threshold dashed."""
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False, sharey=True
+    )
+    for ax, (name, (labels, ratios, cleansed)) in zip(axes.flat, panels.items()):
+        heights = np.log10(np.asarray(ratios, dtype=float))
+        colours = ["tab:red" if c else "tab:gray" for c in cleansed]
+        ax.bar(labels, np.minimum(heights, clip), color=colours)
+        for x, h in zip(labels, heights):
+            if h > clip:
+                ax.text(x, clip, f"1e{h:.0f}", ha="center", va="bottom", fontsize=7)
+        ax.axhline(np.log10(threshold), color="black", ls="--", lw=1)
+        ax.set_xticks(list(labels))
+        ax.set_xticklabels([f"{c}\ntarget" if c == target else str(c) for c in labels])
+        ax.set_ylim(0, clip * 1.12)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("label")
+    axes.flat[0].set_ylabel("log10 likelihood ratio")
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, color="tab:red"),
+        plt.Rectangle((0, 0), 1, 1, color="tab:gray"),
+        plt.Line2D([], [], color="black", ls="--", lw=1),
+    ]
+    fig.legend(
+        handles,
+        ["cleansed (its fitted images flagged)", "kept", f"threshold {threshold:g}"],
+        loc="lower center",
+        ncol=3,
+        fontsize=8,
+        frameon=False,
+    )
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig

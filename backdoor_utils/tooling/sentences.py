@@ -263,3 +263,62 @@ def isolation_sentence(
             " poisons was not enough to remove the backdoor."
         )
     return text
+
+
+def confusion_stages_sentence(runs: pd.DataFrame, fitted_floor: float = 0.5) -> str:
+    """Chapter 09's account of where Confusion Training lost the poisons, from
+    :func:`~..orchestration.studies.confusion_summary`: what the last distilled set
+    kept, whether the final confused model still fits the poisons (at least
+    ``fitted_floor`` of them: the confusion did its part), and what the final test
+    cleansed - so that the chapter names the stage that failed, run by run."""
+    n = len(runs)
+    if not n or not runs["poisons"].all():
+        return "Confusion Training was not run on a poisoned set."
+    kept = runs["poisons distilled"] / runs["poisons"]
+    fitted = runs["poisons isolated"] / runs["poisons"]
+    richer = (runs["poisons distilled"] / runs["distilled"]) / (
+        runs["poisons"] / runs["images"]
+    )
+    target = int(runs["target cleansed"].sum())
+    genuine = int((runs["genuine labels cleansed"] != "").sum())
+    text = (
+        f"Over the {n} runs the last distilled set ({runs['distilled'].min():,} to"
+        f" {runs['distilled'].max():,} images) kept {kept.min():.0%} to"
+        f" {kept.max():.0%} of the poisons ({richer.min():.0f} to {richer.max():.0f}"
+        " times their share of the training set), and the final confused model still"
+        f" fits {fitted.min():.0%} to {fitted.max():.0%} of them; the final test"
+        f" cleansed the target at {target} of the {n} runs and genuine labels at"
+        f" {genuine}"
+    )
+    if target == n and not genuine:
+        return text + ": both stages work here."
+    lost = int((fitted < fitted_floor).sum())
+    if not lost:
+        why = []
+        if target < n:
+            why.append(
+                f"at {n - target} runs the poisons it fits do not stand apart from the"
+                " target's genuine images enough to pass the threshold"
+            )
+        if genuine:
+            why.append(
+                f"at {genuine} it also fits groups of genuine digits that stand apart"
+                " from the rest of their label, and the threshold cleanses them"
+            )
+        return text + (
+            ". The confusion did its part at every run - the confused model fits the"
+            " poisons - so it is the final test, not the confusion, that fails here: "
+            + "; ".join(why)
+            + "."
+        )
+    if lost == n:
+        return text + (
+            ". The confusion itself failed: at every run the confused model fits fewer"
+            f" than {fitted_floor:.0%} of the poisons, so no final test could find"
+            " them."
+        )
+    return text + (
+        f". At {lost} of the runs the confused model fits fewer than"
+        f" {fitted_floor:.0%} of the poisons (the confusion failed); at the other"
+        f" {n - lost} it fits them and the final test decides."
+    )

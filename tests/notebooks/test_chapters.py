@@ -402,6 +402,9 @@ def test_adaptive_attacker_is_scored_against_both_latent_separation_defenses(cha
         assert _fraction(v[name]), name
     better = v["ct_adaptive"] > max(v["ac_adaptive"], v["ss_adaptive"])
     assert v["ct_sentence"].startswith("Confusion Training finds") == better
+    # where it lost the poisons: both attacks at the one seed, a stage named
+    assert v["ct_stages_sentence"].startswith("Over the 2 runs the last distilled set")
+    assert v["ct_ratio_threshold"] == 2.0 and v["ct_max_ratio"] == 1.5
 
 
 @group("10_certified_defense")

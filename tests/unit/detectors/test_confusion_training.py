@@ -75,6 +75,8 @@ def test_the_final_test_flags_the_isolated_images_of_the_cleansed_label_only(
     found = ConfusionTraining()._identify(None, None, y, torch.arange(5))
     assert found.cleansed == [3] and found.ratios[3] > 2
     assert torch.equal(found.flags, torch.from_numpy((y.numpy() == 3) & isolated))
+    # every label's isolated images are kept for the reader, flagged or not
+    assert torch.equal(found.isolated, torch.from_numpy(isolated))
 
 
 def test_schedules_need_one_value_per_round_and_the_clean_set():

@@ -10,7 +10,13 @@ from backdoor_utils.detectors.activation_clustering import (
     Detection,
     Reclassification,
 )
-from backdoor_utils.orchestration.studies import failure_reason, where_the_poisons_went
+from backdoor_utils.detectors.confusion_training import ConfusionResult
+from backdoor_utils.orchestration.studies import (
+    confusion_labels_table,
+    confusion_summary,
+    failure_reason,
+    where_the_poisons_went,
+)
 from tests.unit.stand_ins import PixelFeatures
 
 
@@ -497,3 +503,118 @@ def test_cleanse_over_runs_reads_each_run_at_its_own_target(monkeypatch):
     assert table.loc[0, "max_other_index"] == 0.9  # label 0 left out, NaN ignored
     assert table.loc[1, "max_other_index"] == 1.0
     assert (table.unreached == 1).all()
+
+
+def _confusion_run():
+    """Labels 0-9, ten images each; the poisons are images 0-3 (label 0, the target).
+    The distilled set keeps images 0-2 and 10-14; the confused model fits images 0-2 and
+    4-5 (label 0: 3 of the poisons) and 10-17 (label 1); the final test cleanses label 1
+    only."""
+    y = torch.arange(10).repeat_interleave(10)
+    truth = torch.zeros(100, dtype=torch.bool)
+    truth[:4] = True
+    isolated = torch.zeros(100, dtype=torch.bool)
+    isolated[:3] = isolated[4:6] = isolated[10:18] = True
+    found = ConfusionResult(
+        flags=isolated & (y == 1),
+        ratios={0: 1.3, 1: 40.0},
+        cleansed=[1],
+        distilled=torch.tensor([0, 1, 2, 10, 11, 12, 13, 14]),
+        isolated=isolated,
+    )
+    return confusion_labels_table(found, y, truth)
+
+
+def test_confusion_table_counts_each_stage_per_label_against_the_true_flags():
+    table = _confusion_run().set_index("label")
+    assert table.loc[0, ["images", "poisons", "distilled"]].tolist() == [10, 4, 3]
+    assert table.loc[0, "poisons distilled"] == 3
+    assert table.loc[0, ["isolated", "poisons isolated"]].tolist() == [5, 3]
+    assert table.loc[1, ["distilled", "isolated", "poisons isolated"]].tolist() == [
+        5,
+        8,
+        0,
+    ]
+    assert table.loc[0, "ratio"] == 1.3 and table.loc[5, "ratio"] == 1.0
+    assert table["cleansed"].tolist() == [False, True] + [False] * 8
+
+
+def test_confusion_summary_tells_distillation_from_the_final_test():
+    run = _confusion_run().assign(attack="blended", seed=0, target=0)
+    row = confusion_summary(run).iloc[0]
+    # the distillation kept 3 of the 4 poisons and the confused model fitted 3...
+    assert (row["poisons"], row["distilled"], row["poisons distilled"]) == (4, 8, 3)
+    assert row["poisons isolated"] == 3 and row["images"] == 100
+    # ...but the final test cleansed a genuine label, not the target: 8 flags, none a
+    # poison
+    assert not row["target cleansed"] and row["target's ratio"] == 1.3
+    assert row["genuine labels cleansed"] == "1"
+    assert row["flagged"] == 8 and row["precision"] == 0.0 and row["f1"] == 0.0
+    # with the target cleansed too, its 5 isolated images are flagged: 3 poisons
+    both = run.assign(cleansed=run["label"].isin([0, 1]))
+    row = confusion_summary(both).iloc[0]
+    assert row["target cleansed"] and row["flagged"] == 13
+    assert row["precision"] == 3 / 13 and row["recall"] == 3 / 4
+    assert np.isclose(row["f1"], 2 * (3 / 13) * (3 / 4) / (3 / 13 + 3 / 4))
+
+
+def test_confusion_over_runs_runs_each_attack_as_the_matrix_does_and_once(
+    tmp_path, monkeypatch
+):
+    from types import SimpleNamespace
+
+    from backdoor_utils import detectors
+    from backdoor_utils.core import cache
+    from backdoor_utils.orchestration import studies
+    from backdoor_utils.orchestration.experiments import Experiment
+
+    monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
+    y = torch.arange(10).repeat_interleave(10)
+    splits = SimpleNamespace(x_val=torch.rand(7000, 1, 28, 28), y_val=y.repeat(70))
+
+    def run_attack(exp, device):
+        truth = torch.zeros(100, dtype=torch.bool)
+        truth[exp.target_label * 10 : exp.target_label * 10 + 4] = True
+        poisoned = SimpleNamespace(x=torch.zeros(100, 1, 28, 28), y=y, is_poison=truth)
+        key = f"{exp.attack}-{exp.seed}-{exp.target_label}"
+        return SimpleNamespace(
+            experiment=exp, splits=splits, poisoned=poisoned, key=key
+        )
+
+    calls = []
+
+    def detect_and_score(result, detector, seed, device, defender):
+        calls.append((result.key, seed, len(defender.y_tune)))
+        target = result.experiment.target_label
+        fits = (y == target) | (y == 5)
+        found = ConfusionResult(
+            fits & (y == 5), {target: 1.2, 5: 9.0}, [5], torch.arange(20), fits
+        )
+        return found, {}
+
+    monkeypatch.setattr(studies, "run_attack", run_attack)
+    monkeypatch.setattr(studies, "detect_and_score", detect_and_score)
+    ct = detectors.get("confusion_training")
+    experiments = {"blended": Experiment("blended"), "pixel": Experiment("patch")}
+    table = studies.confusion_over_runs(experiments, [(0, 0), (1, 3)], ct, "cpu", 5000)
+    # the matrix's seed and clean set for every (attack, run)
+    assert calls == [
+        ("blended-0-0", 0, 5000),
+        ("blended-1-3", 1, 5000),
+        ("patch-0-0", 0, 5000),
+        ("patch-1-3", 1, 5000),
+    ]
+    again = studies.confusion_over_runs(experiments, [(0, 0), (1, 3)], ct, "cpu", 5000)
+    assert len(calls) == 4  # the second pass loads every run
+    pd.testing.assert_frame_equal(table, again)
+    runs = studies.confusion_summary(table).set_index(["attack", "seed"])
+    assert list(runs.index) == [
+        ("blended", 0),
+        ("blended", 1),
+        ("pixel", 0),
+        ("pixel", 1),
+    ]
+    # each run read at its own target: label 3's poisons at seed 1
+    assert runs.loc[("blended", 1), "target's ratio"] == 1.2
+    assert runs.loc[("blended", 1), "poisons isolated"] == 4
+    assert runs.loc[("blended", 1), "genuine labels cleansed"] == "5"

@@ -11,6 +11,7 @@ from backdoor_utils.tooling.sentences import (
     adaptive_verdict,
     ca_change,
     computed_with,
+    confusion_stages_sentence,
     learning_pays,
 )
 
@@ -212,3 +213,43 @@ def test_isolation_sentence_compares_abl_with_a_random_choice_and_the_papers_rat
     assert text.endswith("its premise does not hold there either.")
     text = isolation_sentence(_isolation([0.5], [0.0]), paper[:2], 0.01, 0.1)
     assert "random choice" not in text and "depends on how many" not in text
+
+
+def _ct_runs(fitted, target_cleansed, genuine):
+    """Confusion Training summaries: 100 poisons of 10,000 images at each run, the last
+    distilled set 500 images holding 80 of them."""
+    return pd.DataFrame(
+        {
+            "images": 10000,
+            "poisons": 100,
+            "distilled": 500,
+            "poisons distilled": 80,
+            "poisons isolated": fitted,
+            "target cleansed": target_cleansed,
+            "genuine labels cleansed": genuine,
+        }
+    )
+
+
+def test_confusion_stages_sentence_names_the_stage_that_failed():
+    # the confused model fits the poisons, the final test errs: it is named
+    text = confusion_stages_sentence(_ct_runs([95, 90], [False, True], ["", "2, 7"]))
+    assert "kept 80% to 80% of the poisons (16 to 16 times" in text
+    assert "fits 90% to 95% of them" in text
+    assert "cleansed the target at 1 of the 2 runs and genuine labels at 1" in text
+    assert "it is the final test, not the confusion, that fails" in text
+    assert "at 1 runs the poisons it fits do not stand apart" in text
+    assert "at 1 it also fits groups of genuine digits" in text
+    # a final test that only misses the target says nothing of genuine groups
+    text = confusion_stages_sentence(_ct_runs([95, 90], [False, False], ["", ""]))
+    assert "genuine digits" not in text and "at 2 runs the poisons" in text
+    # the confusion lost the poisons at one run, or at all
+    assert "At 1 of the runs the confused model fits fewer than 50%" in (
+        confusion_stages_sentence(_ct_runs([10, 90], [False, True], ["", ""]))
+    )
+    assert "The confusion itself failed" in (
+        confusion_stages_sentence(_ct_runs([10, 20], [False, False], ["", ""]))
+    )
+    assert confusion_stages_sentence(
+        _ct_runs([95, 90], [True, True], ["", ""])
+    ).endswith("both stages work here.")
