@@ -896,6 +896,7 @@ def confusion_summary(table: pd.DataFrame) -> pd.DataFrame:
                 "seed": seed,
                 "target": target,
                 "images": int(run["images"].sum()),
+                "target's images": int(on_target["images"]),
                 "poisons": poisons,
                 "distilled": int(run["distilled"].sum()),
                 "poisons distilled": int(run["poisons distilled"].sum()),

@@ -266,39 +266,53 @@ def isolation_sentence(
 
 
 def confusion_stages_sentence(runs: pd.DataFrame, fitted_floor: float = 0.5) -> str:
-    """Chapter 09's account of where Confusion Training lost the poisons, from
-    :func:`~..orchestration.studies.confusion_summary`: what the last distilled set
-    kept, whether the final confused model still fits the poisons (at least
-    ``fitted_floor`` of them: the confusion did its part), and what the final test
-    cleansed - so that the chapter names the stage that failed, run by run."""
-    n = len(runs)
-    if not n or not runs["poisons"].all():
+    """Chapter 09's account of where Confusion Training lost the poisons, attack by
+    attack, from :func:`~..orchestration.studies.confusion_summary`: what the last
+    distilled set kept, whether the final confused model still fits the poisons (at
+    least ``fitted_floor`` of them: the confusion did its part), and what the final
+    test cleansed - so that the chapter names the stage that failed."""
+    if not len(runs) or not runs["poisons"].all():
         return "Confusion Training was not run on a poisoned set."
+    return " ".join(
+        _confusion_stages(attack, group, fitted_floor)
+        for attack, group in runs.groupby("attack", sort=False)
+    )
+
+
+def _span(values: pd.Series, fmt: str) -> str:
+    """``low to high`` of ``values`` in ``fmt``, or the one value when they agree."""
+    low, high = format(values.min(), fmt), format(values.max(), fmt)
+    return low if low == high else f"{low} to {high}"
+
+
+def _confusion_stages(attack: str, runs: pd.DataFrame, fitted_floor: float) -> str:
+    n = len(runs)
     kept = runs["poisons distilled"] / runs["poisons"]
     fitted = runs["poisons isolated"] / runs["poisons"]
     richer = (runs["poisons distilled"] / runs["distilled"]) / (
         runs["poisons"] / runs["images"]
     )
-    target = int(runs["target cleansed"].sum())
+    hit = runs["target cleansed"]
     genuine = int((runs["genuine labels cleansed"] != "").sum())
     text = (
-        f"Over the {n} runs the last distilled set ({runs['distilled'].min():,} to"
-        f" {runs['distilled'].max():,} images) kept {kept.min():.0%} to"
-        f" {kept.max():.0%} of the poisons ({richer.min():.0f} to {richer.max():.0f}"
-        " times their share of the training set), and the final confused model still"
-        f" fits {fitted.min():.0%} to {fitted.max():.0%} of them; the final test"
-        f" cleansed the target at {target} of the {n} runs and genuine labels at"
-        f" {genuine}"
+        f"On {attack}, over {n} runs, the last distilled set"
+        f" ({_span(runs['distilled'], ',')} images) kept {_span(kept, '.0%')} of the"
+        f" poisons ({_span(richer, '.0f')} times their share of the training set), the"
+        f" final confused model still fits {_span(fitted, '.0%')} of them, and the"
+        " final test"
+        f" cleansed the target at {int(hit.sum())} of the {n} runs and genuine labels"
+        f" at {genuine}"
     )
-    if target == n and not genuine:
+    if hit.all() and not genuine:
         return text + ": both stages work here."
-    lost = int((fitted < fitted_floor).sum())
-    if not lost:
+    lost = fitted < fitted_floor
+    if not lost.any():
         why = []
-        if target < n:
+        if not hit.all():
+            share = _span(runs["poisons"] / runs["target's images"], ".1%")
             why.append(
-                f"at {n - target} runs the poisons it fits do not stand apart from the"
-                " target's genuine images enough to pass the threshold"
+                f"at {int((~hit).sum())} runs the target's ratio - a mean over all its"
+                f" images, of which the poisons are {share} - stays below the threshold"
             )
         if genuine:
             why.append(
@@ -311,14 +325,15 @@ def confusion_stages_sentence(runs: pd.DataFrame, fitted_floor: float = 0.5) -> 
             + "; ".join(why)
             + "."
         )
-    if lost == n:
+    if lost.all():
         return text + (
             ". The confusion itself failed: at every run the confused model fits fewer"
             f" than {fitted_floor:.0%} of the poisons, so no final test could find"
             " them."
         )
     return text + (
-        f". At {lost} of the runs the confused model fits fewer than"
+        f". At {int(lost.sum())} of the runs the confused model fits fewer than"
         f" {fitted_floor:.0%} of the poisons (the confusion failed); at the other"
-        f" {n - lost} it fits them and the final test decides."
+        f" {int((~lost).sum())} it fits them, and the final test cleansed the target at"
+        f" {int((hit & ~lost).sum())} of those."
     )

@@ -405,6 +405,13 @@ def test_adaptive_attacker_is_scored_against_both_latent_separation_defenses(cha
     # where it lost the poisons: both attacks at the one seed, a stage named
     assert v["ct_stages_sentence"].startswith("Over the 2 runs the last distilled set")
     assert v["ct_ratio_threshold"] == 2.0 and v["ct_max_ratio"] == 1.5
+    # the target against the genuine label with the largest ratio, counted per label
+    assert v["ct_other_label"] != v["target_label"]
+    for name in ("target", "other"):
+        assert 0 <= v[f"ct_{name}_poisons"] <= v[f"ct_{name}_isolated"]
+        assert v[f"ct_{name}_isolated"] <= v[f"ct_{name}_images"]
+        assert v[f"ct_{name}_ratio"] > 0.0
+    assert v["ct_other_poisons"] == 0  # the poisons all carry the target label
 
 
 @group("10_certified_defense")

@@ -545,6 +545,7 @@ def test_confusion_summary_tells_distillation_from_the_final_test():
     # the distillation kept 3 of the 4 poisons and the confused model fitted 3...
     assert (row["poisons"], row["distilled"], row["poisons distilled"]) == (4, 8, 3)
     assert row["poisons isolated"] == 3 and row["images"] == 100
+    assert row["target's images"] == 10
     # ...but the final test cleansed a genuine label, not the target: 8 flags, none a
     # poison
     assert not row["target cleansed"] and row["target's ratio"] == 1.3

@@ -215,12 +215,14 @@ def test_isolation_sentence_compares_abl_with_a_random_choice_and_the_papers_rat
     assert "random choice" not in text and "depends on how many" not in text
 
 
-def _ct_runs(fitted, target_cleansed, genuine):
+def _ct_runs(fitted, target_cleansed, genuine, attack="blended"):
     """Confusion Training summaries: 100 poisons of 10,000 images at each run, the last
     distilled set 500 images holding 80 of them."""
     return pd.DataFrame(
         {
+            "attack": attack,
             "images": 10000,
+            "target's images": 1000,
             "poisons": 100,
             "distilled": 500,
             "poisons distilled": 80,
@@ -234,18 +236,25 @@ def _ct_runs(fitted, target_cleansed, genuine):
 def test_confusion_stages_sentence_names_the_stage_that_failed():
     # the confused model fits the poisons, the final test errs: it is named
     text = confusion_stages_sentence(_ct_runs([95, 90], [False, True], ["", "2, 7"]))
-    assert "kept 80% to 80% of the poisons (16 to 16 times" in text
+    assert "distilled set (500 images) kept 80% of the poisons (16 times" in text
     assert "fits 90% to 95% of them" in text
     assert "cleansed the target at 1 of the 2 runs and genuine labels at 1" in text
     assert "it is the final test, not the confusion, that fails" in text
-    assert "at 1 runs the poisons it fits do not stand apart" in text
+    assert text.startswith("On blended, over 2 runs, the last distilled set")
+    assert (
+        "at 1 runs the target's ratio - a mean over all its images, of which the"
+        " poisons are 10.0% - stays below the threshold" in text
+    )
     assert "at 1 it also fits groups of genuine digits" in text
     # a final test that only misses the target says nothing of genuine groups
     text = confusion_stages_sentence(_ct_runs([95, 90], [False, False], ["", ""]))
-    assert "genuine digits" not in text and "at 2 runs the poisons" in text
-    # the confusion lost the poisons at one run, or at all
-    assert "At 1 of the runs the confused model fits fewer than 50%" in (
-        confusion_stages_sentence(_ct_runs([10, 90], [False, True], ["", ""]))
+    assert "genuine digits" not in text and "at 2 runs the target's ratio" in text
+    # the confusion lost the poisons at one run (the other: the test decides), or at all
+    mixed = confusion_stages_sentence(_ct_runs([10, 90, 80], [True, False, True], ""))
+    assert "At 1 of the runs the confused model fits fewer than 50%" in mixed
+    assert (
+        "at the other 2 it fits them, and the final test cleansed the target at 1"
+        in (mixed)
     )
     assert "The confusion itself failed" in (
         confusion_stages_sentence(_ct_runs([10, 20], [False, False], ["", ""]))
@@ -253,3 +262,16 @@ def test_confusion_stages_sentence_names_the_stage_that_failed():
     assert confusion_stages_sentence(
         _ct_runs([95, 90], [True, True], ["", ""])
     ).endswith("both stages work here.")
+
+
+def test_confusion_stages_sentence_judges_each_attack_on_its_own_runs():
+    runs = pd.concat(
+        [
+            _ct_runs([95, 90], [False, False], ["1", "2"]),
+            _ct_runs([10, 20], [False, False], ["", ""], attack="adaptive_blend"),
+        ]
+    )
+    text = confusion_stages_sentence(runs)
+    first, second = text.split(" On adaptive_blend, ")
+    assert first.startswith("On blended,") and "not the confusion, that fails" in first
+    assert "fits 10% to 20%" in second and "The confusion itself failed" in second
