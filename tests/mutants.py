@@ -352,6 +352,13 @@ MUTANTS = [
         "defenses/test_ibau.py",
     ),
     _m(
+        "I-BAU's fixed-point method one iteration short",
+        "defenses/ibau.py",
+        "    for _ in range(steps - 1):\n",
+        "    for _ in range(steps - 2):\n",
+        "defenses/test_ibau.py",
+    ),
+    _m(
         "ABL's LGA ascends where it should descend",
         "defenses/abl.py",
         "return torch.sign(loss - gamma) * loss",
@@ -675,8 +682,8 @@ MUTANTS = [
     _m(
         "Confusion Training's final test blamed where the confusion lost the poisons",
         "tooling/sentences.py",
-        "    lost = int((fitted < fitted_floor).sum())\n",
-        "    lost = int((fitted >= fitted_floor).sum())\n",
+        "    lost = fitted < fitted_floor\n",
+        "    lost = fitted >= fitted_floor\n",
         "tooling/test_sentences.py",
     ),
 ]

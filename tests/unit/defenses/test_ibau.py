@@ -36,6 +36,8 @@ def test_the_hypergradient_follows_delta_through_its_fixed_point():
     )
     expected = c + (1 - 0.9**5) * (a.T @ delta)
     assert torch.allclose(grad, expected, atol=1e-5)
+    (once,) = implicit_hypergradient(model, delta, inner, outer, 1, 0.1)
+    assert torch.allclose(once, c + 0.1 * (a.T @ delta), atol=1e-6)
     (longer,) = implicit_hypergradient(model, delta, inner, outer, 200, 0.1)
     assert torch.allclose(longer, c + a.T @ a @ model.theta.detach(), atol=1e-4)
 
