@@ -249,7 +249,7 @@ def cleanse_over_runs(
                 "target": target,
                 "asr": result.asr,
                 "flagged": row["flagged"],
-                "target_hit": target in report.flagged,
+                "target_flagged": target in report.flagged,
                 **{k: row[k] for k in ("target_index", "max_other_index", "unreached")},
             }
         )

@@ -499,7 +499,7 @@ def test_cleanse_over_runs_reads_each_run_at_its_own_target(monkeypatch):
     ).set_index("seed")
     assert list(table.target) == [0, 3] and list(table.asr) == [0.9, 0.91]
     assert table.loc[1, "target_index"] == 4.0  # label 3, not label 0
-    assert table.loc[1, "flagged"] == "3" and table.loc[1, "target_hit"]
+    assert table.loc[1, "flagged"] == "3" and table.loc[1, "target_flagged"]
     assert table.loc[0, "max_other_index"] == 0.9  # label 0 left out, NaN ignored
     assert table.loc[1, "max_other_index"] == 1.0
     assert (table.unreached == 1).all()
