@@ -367,8 +367,8 @@ def latent_scatter(panels: dict, title: str = ""):
 def ratio_bars(panels: dict, target: int, threshold: float, title: str, clip=10.0):
     """Confusion Training's final test, one panel per run ({name: (labels, ratios,
     cleansed)}): each label's likelihood ratio as log10 (clipped at ``clip``, the true
-    value written above a clipped bar), the cleansed labels in red, the target's tick
-    marked and the threshold dashed."""
+    value written above a clipped bar and the target's), the cleansed labels in red,
+    the target's tick marked and the threshold dashed."""
     fig, axes = plt.subplots(
         1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False, sharey=True
     )
@@ -376,9 +376,11 @@ def ratio_bars(panels: dict, target: int, threshold: float, title: str, clip=10.
         heights = np.log10(np.asarray(ratios, dtype=float))
         colours = ["tab:red" if c else "tab:gray" for c in cleansed]
         ax.bar(labels, np.minimum(heights, clip), color=colours)
-        for x, h in zip(labels, heights):
+        for x, h, r in zip(labels, heights, ratios):
             if h > clip:
                 ax.text(x, clip, f"1e{h:.0f}", ha="center", va="bottom", fontsize=7)
+            elif x == target:  # the target's own ratio, however small its bar
+                ax.text(x, h, f"{r:.3g}", ha="center", va="bottom", fontsize=7)
         ax.axhline(np.log10(threshold), color="black", ls="--", lw=1)
         ax.set_xticks(list(labels))
         ax.set_xticklabels([f"{c}\ntarget" if c == target else str(c) for c in labels])

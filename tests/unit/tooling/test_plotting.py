@@ -46,7 +46,7 @@ def test_ratio_bars_clip_huge_ratios_write_their_value_and_colour_the_cleansed()
     ax = fig.axes[0]
     heights = [bar.get_height() for bar in ax.patches]
     assert heights[0] == 10.0 and abs(heights[3] - 0.1139) < 1e-3  # clipped; log10
-    assert [t.get_text() for t in ax.texts] == ["1e304"]
+    assert [t.get_text() for t in ax.texts] == ["1e304", "1.3"]  # clipped; target
     red = [bar.get_facecolor() for bar in ax.patches]
     assert red[0] != red[1] and len({red[i] for i in range(1, 10)}) == 1
     assert ax.get_xticklabels()[3].get_text() == "3\ntarget"
