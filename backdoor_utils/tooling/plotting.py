@@ -380,7 +380,7 @@ def ratio_bars(panels: dict, target: int, threshold: float, title: str, clip=10.
             if h > clip:
                 ax.text(x, clip, f"1e{h:.0f}", ha="center", va="bottom", fontsize=7)
             elif x == target:  # the target's own ratio, however small its bar
-                ax.text(x, h, f"{r:.3g}", ha="center", va="bottom", fontsize=7)
+                ax.text(x, h, f"{r:.4g}", ha="center", va="bottom", fontsize=7)
         ax.axhline(np.log10(threshold), color="black", ls="--", lw=1)
         ax.set_xticks(list(labels))
         ax.set_xticklabels([f"{c}\ntarget" if c == target else str(c) for c in labels])

@@ -279,6 +279,10 @@ def confusion_stages_sentence(runs: pd.DataFrame, fitted_floor: float = 0.5) -> 
     )
 
 
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
 def _span(values: pd.Series, fmt: str) -> str:
     """``low to high`` of ``values`` in ``fmt``, or the one value when they agree."""
     low, high = format(values.min(), fmt), format(values.max(), fmt)
@@ -295,7 +299,7 @@ def _confusion_stages(attack: str, runs: pd.DataFrame, fitted_floor: float) -> s
     hit = runs["target cleansed"]
     genuine = int((runs["genuine labels cleansed"] != "").sum())
     text = (
-        f"On {attack}, over {n} runs, the last distilled set"
+        f"On {attack}, over {_runs(n)}, the last distilled set"
         f" ({_span(runs['distilled'], ',')} images) kept {_span(kept, '.0%')} of the"
         f" poisons ({_span(richer, '.0f')} times their share of the training set), the"
         f" final confused model still fits {_span(fitted, '.0%')} of them, and the"
@@ -311,8 +315,9 @@ def _confusion_stages(attack: str, runs: pd.DataFrame, fitted_floor: float) -> s
         if not hit.all():
             share = _span(runs["poisons"] / runs["target's images"], ".1%")
             why.append(
-                f"at {int((~hit).sum())} runs the target's ratio - a mean over all its"
-                f" images, of which the poisons are {share} - stays below the threshold"
+                f"at {_runs(int((~hit).sum()))} the target's ratio - a mean over all"
+                f" its images, of which the poisons are {share} - stays below the"
+                " threshold"
             )
         if genuine:
             why.append(

@@ -403,7 +403,12 @@ def test_adaptive_attacker_is_scored_against_both_latent_separation_defenses(cha
     better = v["ct_adaptive"] > max(v["ac_adaptive"], v["ss_adaptive"])
     assert v["ct_sentence"].startswith("Confusion Training finds") == better
     # where it lost the poisons: both attacks at the one seed, a stage named
-    assert v["ct_stages_sentence"].startswith("Over the 2 runs the last distilled set")
+    assert v["ct_stages_sentence"].startswith("On blended, over 1 run, the last")
+    assert v["ct_stages_adaptive"].startswith("On adaptive_blend, over 1 run,")
+    assert (
+        v["ct_stages_sentence"]
+        == v["ct_stages_blended"] + " " + v["ct_stages_adaptive"]
+    )
     assert v["ct_ratio_threshold"] == 2.0 and v["ct_max_ratio"] == 1.5
     # the target against the genuine label with the largest ratio, counted per label
     assert v["ct_other_label"] != v["target_label"]

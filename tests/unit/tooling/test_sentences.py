@@ -242,7 +242,7 @@ def test_confusion_stages_sentence_names_the_stage_that_failed():
     assert "it is the final test, not the confusion, that fails" in text
     assert text.startswith("On blended, over 2 runs, the last distilled set")
     assert (
-        "at 1 runs the target's ratio - a mean over all its images, of which the"
+        "at 1 run the target's ratio - a mean over all its images, of which the"
         " poisons are 10.0% - stays below the threshold" in text
     )
     assert "at 1 it also fits groups of genuine digits" in text
