@@ -98,6 +98,28 @@ def mean_sd_texts(
     return mean.map(show) + " ±\u00a0" + spread.map(show)
 
 
+def matrix_runs(experiments: dict, runs, device: str = "auto", n_tune: int = 5000):
+    """Every attack (``{name: Experiment}``) at every run - a ``(seed, target_label)``
+    pair, each with its own seed - as ``(attack, seed, target, result, defender)``: the
+    attack's model (cached) and the defender's clean data, as every study over the
+    matrix's runs meets them. Runs that share a seed fail before any training."""
+    runs = [tuple(run) for run in runs]
+    seeds = [seed for seed, _ in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(
+            f"runs: each (seed, target_label) needs its own seed, got {runs}"
+        )
+
+    def each():  # one attack's model at a time, not all of them in memory
+        for attack, exp in experiments.items():
+            for seed, target in runs:
+                result = run_attack(exp.with_(seed=seed, target_label=target), device)
+                defender = defender_data(result.splits, n_tune=n_tune)
+                yield attack, seed, target, result, defender
+
+    return each()
+
+
 def defense_matrix(
     experiments: dict,
     runs,
@@ -115,41 +137,34 @@ def defense_matrix(
     reclassifiers, reversed triggers and the cells themselves are cached
     (:func:`defense_cell_cached`), so an interrupted run resumes and a rerun is cheap.
     """
-    runs = [tuple(run) for run in runs]
-    seeds = [seed for seed, _ in runs]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(
-            f"runs: each (seed, target_label) needs its own seed, got {runs}"
-        )
     rows = []
-    for attack, exp in experiments.items():
-        for seed, target in runs:
-            result = run_attack(exp.with_(seed=seed, target_label=target), device)
-            defender = defender_data(result.splits, n_tune=n_tune)
-            for name, method in methods.items():
-                cell = defense_cell_cached(
-                    result,
-                    name,
-                    method,
-                    defender,
-                    n_tune,
-                    seed,
-                    device,
-                    strip_inputs,
-                    priced,
-                )
-                rows.append(
-                    {
-                        "attack": attack,
-                        "seed": seed,
-                        "target": target,
-                        "defense": name,
-                        "metric": column(name).metric,
-                        "clean_acc": result.clean_acc,
-                        "asr": result.asr,
-                        **cell,
-                    }
-                )
+    for attack, seed, target, result, defender in matrix_runs(
+        experiments, runs, device, n_tune
+    ):
+        for name, method in methods.items():
+            cell = defense_cell_cached(
+                result,
+                name,
+                method,
+                defender,
+                n_tune,
+                seed,
+                device,
+                strip_inputs,
+                priced,
+            )
+            rows.append(
+                {
+                    "attack": attack,
+                    "seed": seed,
+                    "target": target,
+                    "defense": name,
+                    "metric": column(name).metric,
+                    "clean_acc": result.clean_acc,
+                    "asr": result.asr,
+                    **cell,
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -46,8 +46,8 @@ from .experiments import (
     train_on_data_cached,
 )
 from ..core.metrics import attack_success_rate, distortion
-from ..defenses import defender_data
 from .defend import detect_and_score, detect_cached, training_set
+from .matrix import matrix_runs
 from ..core.training import activations
 
 
@@ -838,29 +838,28 @@ def confusion_over_runs(
     n_tune: int = 5000,
 ) -> pd.DataFrame:
     """Confusion Training (``detector``) on every attack (``{name: Experiment}``) at
-    every ``(seed, target_label)`` in ``runs``, with the defender's clean set and the
-    seed the matrix gives it (:func:`.matrix.defense_matrix`): one
+    every ``(seed, target_label)`` in ``runs``, met as the matrix meets them
+    (:func:`.matrix.matrix_runs`: the same model, clean set and seed): one
     :func:`confusion_labels_table` row per (attack, run, label), cached - a run trains
     for minutes."""
     tables = []
-    for attack, exp in experiments.items():
-        for seed, target in runs:
-            result = run_attack(exp.with_(seed=seed, target_label=target), device)
-            defender = defender_data(result.splits, n_tune=n_tune)
-            spec = {
-                "kind": "confusion_over_runs",
-                "model": result.key,
-                "detector_params": asdict(detector),
-                "defender_data": tensor_digest(defender.x_tune, defender.y_tune),
-                "seed": seed,
-            }
-            table = _cached_table(
-                spec,
-                lambda: _confusion_run(result, detector, seed, device, defender),
-                (_confusion_run, type(detector)),
-                device,
-            )
-            tables.append(table.assign(attack=attack, seed=seed, target=target))
+    for attack, seed, target, result, defender in matrix_runs(
+        experiments, runs, device, n_tune
+    ):
+        spec = {
+            "kind": "confusion_over_runs",
+            "model": result.key,
+            "detector_params": asdict(detector),
+            "defender_data": tensor_digest(defender.x_tune, defender.y_tune),
+            "seed": seed,
+        }
+        table = _cached_table(
+            spec,
+            lambda: _confusion_run(result, detector, seed, device, defender),
+            (_confusion_run, type(detector)),
+            device,
+        )
+        tables.append(table.assign(attack=attack, seed=seed, target=target))
     columns = ["attack", "seed", "target"]
     table = pd.concat(tables, ignore_index=True)
     return table[columns + [c for c in table.columns if c not in columns]]

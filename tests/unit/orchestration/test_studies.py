@@ -566,7 +566,7 @@ def test_confusion_over_runs_runs_each_attack_as_the_matrix_does_and_once(
 
     from backdoor_utils import detectors
     from backdoor_utils.core import cache
-    from backdoor_utils.orchestration import studies
+    from backdoor_utils.orchestration import matrix, studies
     from backdoor_utils.orchestration.experiments import Experiment
 
     monkeypatch.setattr(cache, "ARTIFACTS", tmp_path)
@@ -593,7 +593,7 @@ def test_confusion_over_runs_runs_each_attack_as_the_matrix_does_and_once(
         )
         return found, {}
 
-    monkeypatch.setattr(studies, "run_attack", run_attack)
+    monkeypatch.setattr(matrix, "run_attack", run_attack)
     monkeypatch.setattr(studies, "detect_and_score", detect_and_score)
     ct = detectors.get("confusion_training")
     experiments = {"blended": Experiment("blended"), "pixel": Experiment("patch")}
