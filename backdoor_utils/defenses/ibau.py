@@ -20,14 +20,14 @@ The authors' settings (CIFAR-10, 5,000 clean images): 5 rounds, batch 100, inner
 10, outer Adam lr 0.001, K = 5 fixed-point iterations, 1% of each batch patched, no
 clipping of ``x + delta``. The book uses them as they are, at the book's training
 precision (bf16 autocast where the CPU computes bf16 natively, as in training). Three
-exact savings keep 5 rounds over 5,000 images below 1.5x training one model (measured
-on the Performance page): the first fixed-point iteration, which starts from v = 0, is
-``d outer/d delta`` without a Hessian-vector product; the perturbation's pass asks
-autograd for delta's gradient only; and the repair runs in the default memory layout,
-in which the hypergradient's double backward passes are faster than in training's
-channels-last. Why I-BAU rather than ANP (Wu and Wang 2021), the other post-2021 repair
-the benchmarks report working: ANP perturbs batch-normalisation neurons, and the book's
-SimpleCNN has none.
+exact savings bring 5 rounds over 5,000 images to about 1.3x training one model
+(measured on the Performance page): the first fixed-point iteration, which starts from
+v = 0, is ``d outer/d delta`` without a Hessian-vector product; the perturbation's pass
+asks autograd for delta's gradient only; and the repair runs in the default memory
+layout, in which the hypergradient's double backward passes are faster than in
+training's channels-last. Why I-BAU rather than ANP (Wu and Wang 2021), the other
+post-2021 repair the benchmarks report working: ANP perturbs batch-normalisation
+neurons, and the book's SimpleCNN has none.
 """
 
 from __future__ import annotations

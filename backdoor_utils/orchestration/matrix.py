@@ -102,22 +102,18 @@ def matrix_runs(experiments: dict, runs, device: str = "auto", n_tune: int = 500
     """Every attack (``{name: Experiment}``) at every run - a ``(seed, target_label)``
     pair, each with its own seed - as ``(attack, seed, target, result, defender)``: the
     attack's model (cached) and the defender's clean data, as every study over the
-    matrix's runs meets them. Runs that share a seed fail before any training."""
+    matrix's runs meets them, one attack's model at a time. Runs that share a seed fail
+    before any training."""
     runs = [tuple(run) for run in runs]
     seeds = [seed for seed, _ in runs]
     if len(set(seeds)) != len(seeds):
         raise ValueError(
             f"runs: each (seed, target_label) needs its own seed, got {runs}"
         )
-
-    def each():  # one attack's model at a time, not all of them in memory
-        for attack, exp in experiments.items():
-            for seed, target in runs:
-                result = run_attack(exp.with_(seed=seed, target_label=target), device)
-                defender = defender_data(result.splits, n_tune=n_tune)
-                yield attack, seed, target, result, defender
-
-    return each()
+    for attack, exp in experiments.items():
+        for seed, target in runs:
+            result = run_attack(exp.with_(seed=seed, target_label=target), device)
+            yield attack, seed, target, result, defender_data(result.splits, n_tune)
 
 
 def defense_matrix(

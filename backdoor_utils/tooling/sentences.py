@@ -303,9 +303,8 @@ def _confusion_stages(attack: str, runs: pd.DataFrame, fitted_floor: float) -> s
         f" ({_span(runs['distilled'], ',')} images) kept {_span(kept, '.0%')} of the"
         f" poisons ({_span(richer, '.0f')} times their share of the training set), the"
         f" final confused model still fits {_span(fitted, '.0%')} of them, and the"
-        " final test"
-        f" cleansed the target at {int(hit.sum())} of the {n} runs and genuine labels"
-        f" at {genuine}"
+        f" final test cleansed the target at {int(hit.sum())} of the {n} runs and"
+        f" genuine labels at {genuine}"
     )
     if hit.all() and not genuine:
         return text + ": both stages work here."

@@ -469,3 +469,15 @@ def test_runs_table_shows_every_run_with_its_asr_before_and_the_chosen_kinds():
         == dict(((a, s), asr) for a, s, asr, _ in RUNS)[("noise", 1)]
     )
     assert len(runs_table(_matrix()).columns) == 4
+
+
+def test_runs_sharing_a_seed_are_refused_before_any_training(monkeypatch):
+    from backdoor_utils.orchestration import matrix
+    from backdoor_utils.orchestration.experiments import Experiment
+
+    def run_attack(exp, device):
+        raise AssertionError("trained before the runs were checked")
+
+    monkeypatch.setattr(matrix, "run_attack", run_attack)
+    with pytest.raises(ValueError, match="runs: each .* needs its own seed"):
+        matrix.defense_matrix({"pixel": Experiment("patch")}, [(0, 0), (0, 3)], {})
